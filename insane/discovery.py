@@ -1,0 +1,255 @@
+"""Peers: announcements, liveness, heartbeat RTT and the exchange of subscription interest.
+
+Sans-IO: frames and a clock go in; ``take_outgoing()`` gives ``(address, frame type, body)``
+to send and ``take_events()`` gives peer changes for the session to act on. It never touches
+a socket, so loss and timeouts are tested by feeding it frames and times.
+
+Interest is a versioned snapshot of a peer's subscriptions. A snapshot is re-sent every
+``retransmit`` seconds until the peer acknowledges that version; heartbeats carry the current
+version, so a peer holding a stale snapshot asks for the new one. A peer silent for
+``peer_timeout`` seconds is declared down.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from insane.protocol import wire
+from insane.protocol.wire import InterestEntry
+from insane.transports.base import Address
+
+Outgoing = tuple[Address, int, bytes]
+
+
+@dataclass
+class Peer:
+    peer_id: int
+    addr: Address
+    name: str = ""
+    transports: tuple[str, ...] = ("udp",)
+    last_seen: float = 0.0
+    #: Their interest snapshot and its version as we hold it; the newest version they advertised.
+    interest: list[InterestEntry] = field(default_factory=list)
+    interest_version: int = -1
+    advertised_version: int = 0
+    #: The highest version of *our* interest they acknowledged, and when we last sent it.
+    acked_version: int = -1
+    interest_sent_at: float = -1e9
+    #: Heartbeat echo state (their clock) and the measured round-trip time in seconds.
+    echo_ns: int = 0
+    echo_received_at: float = 0.0
+    rtt: float | None = None
+
+
+@dataclass(frozen=True)
+class PeerUp:
+    peer: Peer
+
+
+@dataclass(frozen=True)
+class PeerDown:
+    peer: Peer
+    reason: str
+
+
+@dataclass(frozen=True)
+class InterestChanged:
+    peer: Peer
+
+
+Event = PeerUp | PeerDown | InterestChanged
+
+
+class Discovery:
+    def __init__(
+        self,
+        peer_id: int,
+        *,
+        name: str = "",
+        transports: tuple[str, ...] = ("udp",),
+        heartbeat_interval: float = 0.5,
+        peer_timeout: float = 2.5,
+        retransmit: float = 0.1,
+    ) -> None:
+        self.peer_id = peer_id
+        self.name = name
+        self.transports = transports
+        self.heartbeat_interval = heartbeat_interval
+        self.peer_timeout = peer_timeout
+        self.retransmit = retransmit
+        self.peers: dict[int, Peer] = {}
+        self.interest_version = 0
+        self._interest_body = wire.encode_interest_body(0, [])
+        self._out: list[Outgoing] = []
+        self._events: list[Event] = []
+        self._last_heartbeat = -1e9
+        self._reannounced: dict[Address, float] = {}
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_outgoing(self) -> list[Outgoing]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        ev, self._events = self._events, []
+        return ev
+
+    def announce_body(self, *, reply: bool) -> bytes:
+        info: dict[str, Any] = {
+            "v": wire.VERSION,
+            "name": self.name,
+            "transports": list(self.transports),
+            "reply": reply,
+            "iv": self.interest_version,
+            "host": socket.gethostname(),
+        }
+        return wire.announce_body(info)
+
+    def announce_to(self, addr: Address) -> None:
+        """Introduce ourselves to an address (static peer, registry entry); it answers in kind."""
+        self._out.append((addr, wire.ANNOUNCE, self.announce_body(reply=True)))
+
+    def bye_frames(self) -> list[Outgoing]:
+        return [(p.addr, wire.BYE, b"") for p in self.peers.values()]
+
+    # ------------------------------------------------------------------ our interest
+
+    def set_interest(self, entries: list[InterestEntry], now: float) -> int:
+        self.interest_version += 1
+        self._interest_body = wire.encode_interest_body(self.interest_version, entries)
+        for peer in self.peers.values():
+            self._send_interest(peer, now)
+        return self.interest_version
+
+    def _send_interest(self, peer: Peer, now: float) -> None:
+        peer.interest_sent_at = now
+        self._out.append((peer.addr, wire.INTEREST, self._interest_body))
+
+    def unacked_peers(self, version: int | None = None) -> list[Peer]:
+        v = self.interest_version if version is None else version
+        return [p for p in self.peers.values() if p.acked_version < v]
+
+    # ------------------------------------------------------------------ input
+
+    def on_frame(self, sender: int, ftype: int, body: memoryview | bytes, addr: Address, now: float) -> None:
+        """Handle one control frame. Raises ``wire.WireError`` for a malformed body."""
+        view = memoryview(body)
+        if ftype == wire.ANNOUNCE:
+            self._on_announce(sender, wire.decode_announce(view), addr, now)
+            return
+        peer = self.peers.get(sender)
+        if peer is None:
+            if ftype == wire.BYE:
+                return
+            # Traffic from a peer we do not know (we dropped it, or its announce was lost).
+            self._reannounce(addr, now)
+            if ftype != wire.INTEREST:
+                return
+            peer = self._add_peer(sender, addr, now, {})
+        peer.last_seen = now
+        peer.addr = addr
+        if ftype == wire.HEARTBEAT:
+            iv, sent_ns, echo_ns, hold_ns = wire.decode_heartbeat(view)
+            peer.advertised_version = max(peer.advertised_version, iv)
+            peer.echo_ns = sent_ns
+            peer.echo_received_at = now
+            if echo_ns:
+                rtt = (int(now * 1e9) - echo_ns - hold_ns) / 1e9
+                if 0 <= rtt < 60:
+                    peer.rtt = rtt
+            if peer.interest_version < peer.advertised_version:
+                self._out.append((addr, wire.INTEREST_REQ, b""))
+        elif ftype == wire.INTEREST:
+            version, entries = wire.decode_interest(view)
+            self._out.append((addr, wire.INTEREST_ACK, wire.u32_body(version)))
+            if version > peer.interest_version:
+                peer.interest_version = version
+                peer.advertised_version = max(peer.advertised_version, version)
+                peer.interest = entries
+                self._events.append(InterestChanged(peer))
+        elif ftype == wire.INTEREST_ACK:
+            peer.acked_version = max(peer.acked_version, wire.decode_u32(view))
+        elif ftype == wire.INTEREST_REQ:
+            self._send_interest(peer, now)
+        elif ftype == wire.BYE:
+            self._remove(sender, "bye")
+        else:
+            raise wire.WireError("unknown_frame", f"type {ftype}")
+
+    def touch(self, sender: int, addr: Address, now: float) -> bool:
+        """Note data traffic from a peer; False when the peer is unknown (and re-announce)."""
+        peer = self.peers.get(sender)
+        if peer is None:
+            self._reannounce(addr, now)
+            return False
+        peer.last_seen = now
+        return True
+
+    def _reannounce(self, addr: Address, now: float) -> None:
+        if now - self._reannounced.get(addr, -1e9) >= self.heartbeat_interval:
+            self._reannounced[addr] = now
+            self.announce_to(addr)
+
+    def _on_announce(self, sender: int, info: dict[str, Any], addr: Address, now: float) -> None:
+        peer = self.peers.get(sender)
+        if peer is None:
+            peer = self._add_peer(sender, addr, now, info)
+            if self.interest_version > 0:
+                self._send_interest(peer, now)
+        else:
+            peer.last_seen = now
+            peer.addr = addr
+            self._describe(peer, info)
+        iv = info.get("iv")
+        if isinstance(iv, int) and iv > peer.interest_version:
+            peer.advertised_version = max(peer.advertised_version, iv)
+        if info.get("reply") is True:
+            self._out.append((addr, wire.ANNOUNCE, self.announce_body(reply=False)))
+            self._send_interest(peer, now)
+
+    @staticmethod
+    def _describe(peer: Peer, info: dict[str, Any]) -> None:
+        """Take the name and transports from an announcement, ignoring ill-typed fields."""
+        name = info.get("name")
+        if isinstance(name, str):
+            peer.name = name[:256]
+        transports = info.get("transports")
+        if isinstance(transports, list):
+            peer.transports = tuple(t for t in transports if isinstance(t, str))[:8]
+
+    def _add_peer(self, sender: int, addr: Address, now: float, info: dict[str, Any]) -> Peer:
+        peer = Peer(peer_id=sender, addr=addr, last_seen=now)
+        self._describe(peer, info)
+        self.peers[sender] = peer
+        self._events.append(PeerUp(peer))
+        return peer
+
+    def _remove(self, peer_id: int, reason: str) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is not None:
+            self._events.append(PeerDown(peer, reason))
+
+    # ------------------------------------------------------------------ time
+
+    def next_deadline(self) -> float:
+        return self._last_heartbeat + self.heartbeat_interval
+
+    def tick(self, now: float) -> None:
+        for peer in list(self.peers.values()):
+            if now - peer.last_seen > self.peer_timeout:
+                self._remove(peer.peer_id, "timeout")
+        for peer in self.peers.values():
+            if peer.acked_version < self.interest_version and now - peer.interest_sent_at >= self.retransmit:
+                self._send_interest(peer, now)
+        if now - self._last_heartbeat >= self.heartbeat_interval:
+            self._last_heartbeat = now
+            now_ns = int(now * 1e9)
+            for peer in self.peers.values():
+                hold = int((now - peer.echo_received_at) * 1e9) if peer.echo_ns else 0
+                body = wire.heartbeat_body(self.interest_version, now_ns, peer.echo_ns, hold)
+                self._out.append((peer.addr, wire.HEARTBEAT, body))
+            if len(self._reannounced) > 1024:
+                self._reannounced.clear()

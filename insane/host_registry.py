@@ -1,0 +1,77 @@
+"""Same-host discovery: a directory where each session on this host leaves its address.
+
+One directory per (user, network namespace, domain), so sessions in different network
+namespaces of one machine never mistake each other's loopback addresses. Entries of dead
+processes are removed by whoever finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from insane.transports.base import Address
+
+
+def _netns_id() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        return "host"
+
+
+def registry_dir(domain: int) -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"insane-{os.getuid()}" / f"net{_netns_id()}-d{domain}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class HostRegistry:
+    def __init__(self, domain: int, peer_id: int) -> None:
+        self.dir = registry_dir(domain)
+        self.peer_id = peer_id
+        self._entry = self.dir / f"{peer_id:016x}.json"
+
+    def register(self, addr: Address) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self._entry.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"host": addr[0], "port": addr[1], "pid": os.getpid()}))
+        tmp.replace(self._entry)
+
+    def unregister(self) -> None:
+        self._entry.unlink(missing_ok=True)
+
+    def peers(self) -> dict[int, Address]:
+        """Live sessions on this host (other than ours), by peer id."""
+        out: dict[int, Address] = {}
+        try:
+            entries = list(self.dir.glob("*.json"))
+        except OSError:
+            return out
+        for path in entries:
+            if path == self._entry:
+                continue
+            try:
+                peer_id = int(path.stem, 16)
+                info = json.loads(path.read_text())
+                host, port, pid = str(info["host"]), int(info["port"]), int(info["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not _alive(pid):
+                path.unlink(missing_ok=True)
+                continue
+            if host == "0.0.0.0":
+                host = "127.0.0.1"
+            out[peer_id] = (host, port)
+        return out

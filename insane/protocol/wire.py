@@ -1,0 +1,352 @@
+"""The versioned wire format: datagram header, frames, and their codec (see docs/wire-format.md).
+
+Every datagram starts with a 16-byte header (magic ``IN``, version, flags, domain, sender peer
+id) followed by one or more frames, each ``type:u8 flags:u8 length:u16`` and a body. Frames too
+large for one datagram travel as FRAG frames and are reassembled by ``protocol.fragments``.
+All integers are big-endian. Decoding never trusts a length: anything that does not add up
+raises :class:`WireError` with a short reason used as a metric label.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+MAGIC = b"IN"
+VERSION = 1
+
+HEADER = struct.Struct("!2sBBIQ")  # magic, version, flags, domain, sender
+FRAME_HEADER = struct.Struct("!BBH")  # type, flags, body length
+HEADER_SIZE = HEADER.size
+FRAME_HEADER_SIZE = FRAME_HEADER.size
+MAX_FRAME_BODY = 0xFFFF
+
+# Frame types.
+ANNOUNCE = 1
+HEARTBEAT = 2
+INTEREST = 3
+INTEREST_ACK = 4
+MSG = 5
+FRAG = 6
+BYE = 7
+INTEREST_REQ = 8
+
+FRAME_NAMES = {
+    ANNOUNCE: "announce",
+    HEARTBEAT: "heartbeat",
+    INTEREST: "interest",
+    INTEREST_ACK: "interest_ack",
+    MSG: "msg",
+    FRAG: "frag",
+    BYE: "bye",
+    INTEREST_REQ: "interest_req",
+}
+
+_HEARTBEAT = struct.Struct("!IQQQ")  # interest version, sent ns, echoed ns, hold ns
+_U32 = struct.Struct("!I")
+_INTEREST_HEAD = struct.Struct("!IH")  # version, entry count
+_INTEREST_ENTRY = struct.Struct("!IHB")  # sid, pattern length, queue length
+_MSG_HEAD = struct.Struct("!HHIB")  # subject len, reply len, headers len, queue count
+_FRAG_HEAD = struct.Struct("!IIIB")  # message id, total length, offset, inner frame type
+_HDR_COUNT = struct.Struct("!H")
+_HDR_ITEM = struct.Struct("!HH")
+
+MSG_HEAD_SIZE = _MSG_HEAD.size
+FRAG_HEAD_SIZE = _FRAG_HEAD.size
+MAX_ANNOUNCE = 8192
+
+
+class WireError(ValueError):
+    """A datagram or frame that is malformed; ``reason`` is a short metric label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramHeader:
+    version: int
+    flags: int
+    domain: int
+    sender: int
+
+
+@dataclass(frozen=True, slots=True)
+class InterestEntry:
+    sid: int
+    pattern: str
+    queue: str
+
+
+@dataclass(slots=True)
+class Message:
+    """A decoded MSG frame."""
+
+    subject: str
+    reply: str
+    headers: dict[str, str] | None
+    queues: tuple[str, ...]
+    payload: bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Datagram level
+
+
+def encode_header(domain: int, sender: int, flags: int = 0) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, flags, domain, sender)
+
+
+def decode_header(data: bytes | memoryview) -> DatagramHeader:
+    if len(data) < HEADER_SIZE:
+        raise WireError("truncated", "shorter than the datagram header")
+    magic, version, flags, domain, sender = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise WireError("foreign", "bad magic")
+    if version != VERSION:
+        raise WireError("bad_version", f"version {version}")
+    return DatagramHeader(version, flags, domain, sender)
+
+
+def iter_frames(data: bytes | memoryview, start: int = HEADER_SIZE) -> list[tuple[int, int, memoryview]]:
+    """Split a datagram body into (type, flags, body) triples; raise if any length is wrong."""
+    view = memoryview(data)
+    end = len(view)
+    pos = start
+    frames: list[tuple[int, int, memoryview]] = []
+    unpack = FRAME_HEADER.unpack_from
+    while pos < end:
+        if end - pos < FRAME_HEADER_SIZE:
+            raise WireError("truncated", "partial frame header")
+        ftype, fflags, length = unpack(view, pos)
+        pos += FRAME_HEADER_SIZE
+        if pos + length > end:
+            raise WireError("truncated", "frame longer than datagram")
+        frames.append((ftype, fflags, view[pos : pos + length]))
+        pos += length
+    if not frames:
+        raise WireError("empty", "datagram without frames")
+    return frames
+
+
+def frame(ftype: int, body: bytes, flags: int = 0) -> bytes:
+    if len(body) > MAX_FRAME_BODY:
+        raise ValueError("frame body exceeds 65535 bytes; fragment it")
+    return FRAME_HEADER.pack(ftype, flags, len(body)) + body
+
+
+def pack_datagrams(header: bytes, frames: list[bytes], max_size: int) -> list[bytes]:
+    """Coalesce encoded frames into as few datagrams as fit ``max_size`` (frames stay whole)."""
+    out: list[bytes] = []
+    batch: list[bytes] = [header]
+    size = len(header)
+    for f in frames:
+        if size + len(f) > max_size and len(batch) > 1:
+            out.append(b"".join(batch))
+            batch = [header]
+            size = len(header)
+        batch.append(f)
+        size += len(f)
+    if len(batch) > 1:
+        out.append(b"".join(batch))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Control frames
+
+
+def announce_body(info: dict[str, Any]) -> bytes:
+    body = json.dumps(info, separators=(",", ":")).encode()
+    if len(body) > MAX_ANNOUNCE:
+        raise ValueError("announce too large")
+    return body
+
+
+def decode_announce(body: memoryview) -> dict[str, Any]:
+    if len(body) > MAX_ANNOUNCE:
+        raise WireError("malformed", "announce too large")
+    try:
+        info = json.loads(bytes(body))
+    except (ValueError, RecursionError) as exc:
+        raise WireError("malformed", f"announce is not JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise WireError("malformed", "announce is not an object")
+    return info
+
+
+def heartbeat_body(interest_version: int, sent_ns: int, echo_ns: int, hold_ns: int) -> bytes:
+    return _HEARTBEAT.pack(interest_version, sent_ns, echo_ns, hold_ns)
+
+
+def decode_heartbeat(body: memoryview) -> tuple[int, int, int, int]:
+    if len(body) != _HEARTBEAT.size:
+        raise WireError("malformed", "heartbeat size")
+    return _HEARTBEAT.unpack_from(body)  # type: ignore[return-value]
+
+
+def u32_body(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def decode_u32(body: memoryview) -> int:
+    if len(body) != 4:
+        raise WireError("malformed", "expected a 32-bit value")
+    return int(_U32.unpack_from(body)[0])
+
+
+def encode_interest_body(version: int, entries: list[InterestEntry]) -> bytes:
+    parts = [_INTEREST_HEAD.pack(version, len(entries))]
+    for e in entries:
+        p = e.pattern.encode()
+        q = e.queue.encode()
+        parts.append(_INTEREST_ENTRY.pack(e.sid, len(p), len(q)))
+        parts.append(p)
+        parts.append(q)
+    return b"".join(parts)
+
+
+def decode_interest(body: memoryview | bytes) -> tuple[int, list[InterestEntry]]:
+    view = memoryview(body)
+    if len(view) < _INTEREST_HEAD.size:
+        raise WireError("truncated", "interest header")
+    version, count = _INTEREST_HEAD.unpack_from(view, 0)
+    pos = _INTEREST_HEAD.size
+    entries: list[InterestEntry] = []
+    for _ in range(count):
+        if len(view) - pos < _INTEREST_ENTRY.size:
+            raise WireError("truncated", "interest entry")
+        sid, plen, qlen = _INTEREST_ENTRY.unpack_from(view, pos)
+        pos += _INTEREST_ENTRY.size
+        if pos + plen + qlen > len(view):
+            raise WireError("truncated", "interest entry text")
+        try:
+            pattern = bytes(view[pos : pos + plen]).decode()
+            queue = bytes(view[pos + plen : pos + plen + qlen]).decode()
+        except UnicodeDecodeError:
+            raise WireError("malformed", "interest text is not UTF-8") from None
+        pos += plen + qlen
+        entries.append(InterestEntry(sid, pattern, queue))
+    if pos != len(view):
+        raise WireError("malformed", "trailing bytes after interest")
+    return version, entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+def encode_headers(headers: dict[str, str] | None) -> bytes:
+    if not headers:
+        return b""
+    parts = [_HDR_COUNT.pack(len(headers))]
+    for k, v in headers.items():
+        kb = str(k).encode()
+        vb = str(v).encode()
+        parts.append(_HDR_ITEM.pack(len(kb), len(vb)))
+        parts.append(kb)
+        parts.append(vb)
+    return b"".join(parts)
+
+
+def decode_headers(view: memoryview) -> dict[str, str]:
+    if len(view) < 2:
+        raise WireError("truncated", "headers")
+    (count,) = _HDR_COUNT.unpack_from(view, 0)
+    pos = 2
+    out: dict[str, str] = {}
+    for _ in range(count):
+        if len(view) - pos < 4:
+            raise WireError("truncated", "header item")
+        kl, vl = _HDR_ITEM.unpack_from(view, pos)
+        pos += 4
+        if pos + kl + vl > len(view):
+            raise WireError("truncated", "header text")
+        try:
+            out[bytes(view[pos : pos + kl]).decode()] = bytes(view[pos + kl : pos + kl + vl]).decode()
+        except UnicodeDecodeError:
+            raise WireError("malformed", "header is not UTF-8") from None
+        pos += kl + vl
+    if pos != len(view):
+        raise WireError("malformed", "trailing bytes after headers")
+    return out
+
+
+def encode_msg_body(
+    subject: bytes,
+    reply: bytes,
+    headers: bytes,
+    queues: tuple[bytes, ...],
+    payload: bytes | bytearray | memoryview,
+) -> bytes:
+    """A MSG body (without frame header); ``headers`` is :func:`encode_headers` output."""
+    head = _MSG_HEAD.pack(len(subject), len(reply), len(headers), len(queues))
+    if not queues:
+        return b"".join((head, subject, reply, headers, payload))
+    qparts = b"".join(bytes((len(q),)) + q for q in queues)
+    return b"".join((head, subject, reply, headers, qparts, payload))
+
+
+def decode_msg(body: memoryview | bytes) -> Message:
+    view = memoryview(body)
+    n = len(view)
+    if n < MSG_HEAD_SIZE:
+        raise WireError("truncated", "msg header")
+    slen, rlen, hlen, qcount = _MSG_HEAD.unpack_from(view, 0)
+    pos = MSG_HEAD_SIZE
+    if slen == 0 or pos + slen + rlen + hlen > n:
+        raise WireError("truncated", "msg fields")
+    try:
+        subject = bytes(view[pos : pos + slen]).decode()
+        pos += slen
+        reply = bytes(view[pos : pos + rlen]).decode() if rlen else ""
+        pos += rlen
+    except UnicodeDecodeError:
+        raise WireError("malformed", "subject is not UTF-8") from None
+    headers = decode_headers(view[pos : pos + hlen]) if hlen else None
+    pos += hlen
+    queues: tuple[str, ...] = ()
+    if qcount:
+        qs = []
+        for _ in range(qcount):
+            if pos >= n:
+                raise WireError("truncated", "queue name")
+            ql = view[pos]
+            pos += 1
+            if pos + ql > n:
+                raise WireError("truncated", "queue name")
+            try:
+                qs.append(bytes(view[pos : pos + ql]).decode())
+            except UnicodeDecodeError:
+                raise WireError("malformed", "queue is not UTF-8") from None
+            pos += ql
+        queues = tuple(qs)
+    return Message(subject, reply, headers, queues, bytes(view[pos:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fragments
+
+
+def encode_frag(msg_id: int, total: int, offset: int, inner_type: int, chunk: bytes | memoryview) -> bytes:
+    body_len = FRAG_HEAD_SIZE + len(chunk)
+    return b"".join(
+        (
+            FRAME_HEADER.pack(FRAG, 0, body_len),
+            _FRAG_HEAD.pack(msg_id, total, offset, inner_type),
+            chunk,
+        )
+    )
+
+
+def decode_frag(body: memoryview) -> tuple[int, int, int, int, memoryview]:
+    if len(body) < FRAG_HEAD_SIZE:
+        raise WireError("truncated", "frag header")
+    msg_id, total, offset, inner = _FRAG_HEAD.unpack_from(body, 0)
+    chunk = body[FRAG_HEAD_SIZE:]
+    if not chunk or offset + len(chunk) > total:
+        raise WireError("malformed", "fragment outside its message")
+    return msg_id, total, offset, inner, chunk

@@ -1,0 +1,143 @@
+"""Who gets a message: local subscriptions, remote peers' interest, and queue groups.
+
+The router answers two questions and caches the answers per subject until interest changes:
+``plan(subject)`` for a publisher (which local subscriptions, which peers, and which queue
+groups to pick a member from) and ``local_targets(subject, queues)`` for a received message
+(which of our subscriptions get it). A queue group delivers each message to exactly one
+member across all peers: the publisher picks the member, the chosen peer delivers it to one of
+its local members of that group.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from insane.protocol.wire import InterestEntry
+from insane.subjects import matches
+
+
+@dataclass(eq=False)
+class LocalSub:
+    """A subscription as the router sees it; ``deliver`` hands one message to its owner."""
+
+    sid: int
+    pattern: str
+    queue: str
+    deliver: Callable[[Any], None]
+
+
+@dataclass
+class GroupMembers:
+    locals: list[LocalSub] = field(default_factory=list)
+    #: One entry per remote member subscription, so a peer with two members weighs double.
+    peers: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.locals) + len(self.peers)
+
+
+@dataclass
+class Plan:
+    local: list[LocalSub]
+    peers: list[int]
+    groups: dict[str, GroupMembers]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.local or self.peers or self.groups)
+
+
+class Router:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._local: dict[int, LocalSub] = {}
+        self._remote: dict[int, list[InterestEntry]] = {}
+        self._plans: dict[str, Plan] = {}
+        self._targets: dict[tuple[str, tuple[str, ...]], list[LocalSub]] = {}
+        self._rr = itertools.count()
+
+    # ------------------------------------------------------------------ interest changes
+
+    def _changed(self) -> None:
+        self._plans.clear()
+        self._targets.clear()
+
+    def add_local(self, sub: LocalSub) -> None:
+        self._local[sub.sid] = sub
+        self._changed()
+
+    def remove_local(self, sid: int) -> LocalSub | None:
+        sub = self._local.pop(sid, None)
+        if sub is not None:
+            self._changed()
+        return sub
+
+    def local_interest(self) -> list[InterestEntry]:
+        return [InterestEntry(s.sid, s.pattern, s.queue) for s in self._local.values()]
+
+    def set_remote(self, peer_id: int, entries: list[InterestEntry]) -> None:
+        self._remote[peer_id] = entries
+        self._changed()
+
+    def drop_remote(self, peer_id: int) -> None:
+        if self._remote.pop(peer_id, None) is not None:
+            self._changed()
+
+    # ------------------------------------------------------------------ publishing
+
+    def plan(self, subject: str) -> Plan:
+        plan = self._plans.get(subject)
+        if plan is None:
+            plan = self._plans[subject] = self._build_plan(subject)
+        return plan
+
+    def _build_plan(self, subject: str) -> Plan:
+        local: list[LocalSub] = []
+        groups: dict[str, GroupMembers] = {}
+        for sub in self._local.values():
+            if matches(sub.pattern, subject):
+                if sub.queue:
+                    groups.setdefault(sub.queue, GroupMembers()).locals.append(sub)
+                else:
+                    local.append(sub)
+        peers: list[int] = []
+        for peer_id, entries in self._remote.items():
+            plain = False
+            for e in entries:
+                if matches(e.pattern, subject):
+                    if e.queue:
+                        groups.setdefault(e.queue, GroupMembers()).peers.append(peer_id)
+                    else:
+                        plain = True
+            if plain:
+                peers.append(peer_id)
+        return Plan(local, peers, groups)
+
+    def pick(self, members: GroupMembers) -> LocalSub | int:
+        """Choose the one member of a queue group that gets this message."""
+        i = self._rng.randrange(len(members))
+        if i < len(members.locals):
+            return members.locals[i]
+        return members.peers[i - len(members.locals)]
+
+    # ------------------------------------------------------------------ receiving
+
+    def local_targets(self, subject: str, queues: tuple[str, ...]) -> list[LocalSub]:
+        """Our plain subscriptions matching ``subject``, plus one member of each named group."""
+        key = (subject, queues)
+        cached = self._targets.get(key)
+        if cached is not None and not queues:
+            return cached
+        plan = self.plan(subject)
+        targets = list(plan.local)
+        for q in queues:
+            members = plan.groups.get(q)
+            if members is not None and members.locals:
+                targets.append(members.locals[next(self._rr) % len(members.locals)])
+        if not queues:
+            self._targets[key] = targets
+        return targets

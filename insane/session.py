@@ -1,0 +1,681 @@
+"""One peer: the switchboard that wires router, discovery, transports and metrics together.
+
+It holds no protocol or policy logic of its own: frames are encoded and decoded by
+``protocol.wire``, peers and interest are tracked by ``discovery``, recipients chosen by
+``router``, transports picked by ``qos.policy``. The session moves bytes between them on the
+event loop: received datagrams in, frames out, coalesced into datagrams once per loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from insane import errors
+from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp
+from insane.host_registry import HostRegistry
+from insane.message import Msg
+from insane.metrics import STORE, Cell
+from insane.netif import multicast_interfaces
+from insane.protocol import wire
+from insane.protocol.fragments import Fragmenter, Reassembler
+from insane.qos import Config, load_config
+from insane.qos.model import ChannelQoS
+from insane.qos.policy import choose_route
+from insane.router import LocalSub, Router
+from insane.subjects import SubjectError, validate_pattern, validate_subject
+from insane.subscription import Callback, Subscription
+from insane.transports import multicast
+from insane.transports.base import Address, TransportCapability
+from insane.transports.registry import probe_all
+from insane.transports.udp import UdpTransport
+
+log = logging.getLogger("insane")
+
+#: Flush queued frames synchronously once this many bytes wait (a publisher that never yields).
+_FLUSH_BYTES = 256 * 1024
+#: Make publishers wait while this much is queued in user space because the kernel pushed back.
+_BACKLOG_LIMIT = 8 * 1024 * 1024
+_CACHE_LIMIT = 8192
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+INBOX_PREFIX = "_INBOX"
+
+
+@dataclass
+class _Channel:
+    """What the session knows about one subject: its configured pattern, QoS and counters."""
+
+    pattern: str
+    qos: ChannelQoS
+    subject_bytes: bytes
+    sent_msgs: Cell
+    sent_bytes: Cell
+    recv_msgs: Cell
+    recv_bytes: Cell
+    delivered: Cell
+
+
+class Session:
+    """A peer on the bus. Create with :func:`insane.connect`."""
+
+    def __init__(self, config: Config, name: str | None = None) -> None:
+        self.config = config
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.peer_id = random.getrandbits(64) or 1
+        self.domain = config.domain
+        self.max_payload = DEFAULT_MAX_PAYLOAD
+        disc = config.discovery
+        self._loop = asyncio.get_running_loop()
+        self._router = Router()
+        self._discovery = Discovery(
+            self.peer_id,
+            name=self.name,
+            transports=("udp",),
+            heartbeat_interval=disc.heartbeat_interval,
+            peer_timeout=disc.peer_timeout,
+        )
+        self._fragmenter = Fragmenter()
+        self._reassembler = Reassembler(max_message=self.max_payload + 65536)
+        udp = config.transports.udp
+        self._udp = UdpTransport(
+            udp.bind, udp.port, max_datagram=udp.max_datagram,
+            rcvbuf=udp.rcvbuf or 0, sndbuf=udp.sndbuf or 0,
+        )
+        self._header = wire.encode_header(self.domain, self.peer_id)
+        self._max_body = 0
+        self._chunk = 0
+        self._out: dict[Address, list[bytes]] = {}
+        self._out_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._channels: dict[str, _Channel] = {}
+        self._subs: dict[int, Subscription] = {}
+        self._sids = itertools.count(1)
+        self._requests: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count(1)
+        self.inbox_prefix = f"{INBOX_PREFIX}.{self.peer_id:016x}"
+        self._registry = HostRegistry(self.domain, self.peer_id) if disc.host_registry else None
+        self._static_peers: list[Address] = []
+        self._mcast: multicast.MulticastListener | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._progress = asyncio.Event()
+        self._capabilities: dict[str, TransportCapability] = {}
+        self._routes_logged: set[tuple[str, int]] = set()
+        self._closed = False
+        self._draining = False
+        self.error_cb: Callable[[Exception], Any] | None = None
+        self._dropped: dict[str, Cell] = {}
+        self._dgram_tx = STORE.cell("insane_datagrams_sent", "udp")
+        self._dgram_rx = STORE.cell("insane_datagrams_received", "udp")
+
+    # ================================================================== lifecycle
+
+    async def _start(self) -> None:
+        self._capabilities = probe_all(self.config)
+        await self._udp.start(self._on_datagrams)
+        self._max_body = self._udp.max_datagram - wire.HEADER_SIZE - wire.FRAME_HEADER_SIZE
+        self._chunk = self._max_body - wire.FRAG_HEAD_SIZE
+        # The request inbox is part of our interest from the first announcement on.
+        self._router.add_local(LocalSub(0, f"{self.inbox_prefix}.*", "", self._on_reply))
+        self._discovery.set_interest(self._router.local_interest(), self._loop.time())
+        addr = self._udp.local_address
+        log.info("session %s (%016x) on udp %s:%d", self.name, self.peer_id, *addr)
+        if self._registry is not None:
+            self._registry.register(addr)
+        for host, port in self.config.discovery.peer_addresses:
+            try:
+                self._static_peers.append((socket.gethostbyname(host), port))
+            except OSError as exc:
+                log.warning("discovery.peers: cannot resolve %s: %s", host, exc)
+        mc = self.config.discovery.multicast
+        if mc.enabled:
+            ifaces = multicast_interfaces(addr[0])
+            if mc.interfaces is not None:
+                ifaces = [i for i in ifaces if i.name in mc.interfaces]
+            if ifaces:
+                self._mcast = multicast.MulticastListener(mc.group, mc.port, ifaces)
+                await self._mcast.start(self._on_datagrams)
+                multicast.configure_sender(self._udp.socket, mc.ttl)
+        if self.config.metrics.port is not None:
+            from insane.metrics import serve
+
+            serve(self.config.metrics.bind, self.config.metrics.port)
+        STORE.add_gauge_source("insane_peers_alive", self._peer_count)
+        expected = self._announce_all()
+        self._ticker = self._loop.create_task(self._tick_loop())
+        await self._settle(expected)
+
+    def _peer_count(self) -> float:
+        return float(len(self._discovery.peers))
+
+    def _announce_all(self) -> set[Address]:
+        """Announce to every peer we can name; return the addresses we expect answers from."""
+        targets: set[Address] = set(self._static_peers)
+        if self._registry is not None:
+            targets.update(self._registry.peers().values())
+        for t in targets:
+            self._discovery.announce_to(t)
+        self._beacon()
+        self._pump()
+        return targets
+
+    def _beacon(self) -> None:
+        if self._mcast is None:
+            return
+        data = self._header + wire.frame(wire.ANNOUNCE, self._discovery.announce_body(reply=True))
+        for iface in self._mcast.interfaces:
+            multicast.send_beacon(self._udp.socket, data, self._mcast.group, self._mcast.port, iface)
+
+    async def _settle(self, expected: set[Address]) -> None:
+        """Wait (bounded by ``discovery.settle``) until the peers we announced to have answered
+        with their interest, so a publish right after connect reaches existing subscribers."""
+        settle = self.config.discovery.settle
+        if settle <= 0:
+            return
+
+        def answered() -> bool:
+            have = {p.addr for p in self._discovery.peers.values() if p.interest_version >= 0}
+            return expected <= have
+
+        await self._wait_for(answered, settle)
+        if self._mcast is not None:
+            # Multicast answers come from peers we cannot count in advance: give them the window.
+            await asyncio.sleep(max(0.0, settle - 0.0))
+
+    async def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = self._loop.time() + timeout
+        while not predicate():
+            remaining = deadline - self._loop.time()
+            if remaining <= 0 or self._closed:
+                return predicate()
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        return True
+
+    async def _tick_loop(self) -> None:
+        disc = self.config.discovery
+        tick = min(0.05, disc.heartbeat_interval / 5)
+        next_scan = self._loop.time() + disc.heartbeat_interval
+        next_beacon = self._loop.time() + 1.0
+        try:
+            while not self._closed:
+                await asyncio.sleep(tick)
+                now = self._loop.time()
+                self._discovery.tick(now)
+                self._reassembler.expire(now)
+                self._count_reassembly_drops()
+                if now >= next_scan:
+                    next_scan = now + disc.heartbeat_interval
+                    self._rediscover()
+                if now >= next_beacon:
+                    next_beacon = now + max(1.0, disc.heartbeat_interval)
+                    self._beacon()
+                self._pump()
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # pragma: no cover - a bug here must not go unnoticed
+            log.exception("insane: session ticker failed")
+            raise
+
+    def _rediscover(self) -> None:
+        known = {p.addr for p in self._discovery.peers.values()}
+        targets = set(self._static_peers)
+        if self._registry is not None:
+            targets.update(a for pid, a in self._registry.peers().items() if pid not in self._discovery.peers)
+        for t in targets - known:
+            self._discovery.announce_to(t)
+
+    async def close(self) -> None:
+        """Leave the bus: say goodbye to peers, stop subscriptions, release sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        for addr, ftype, body in self._discovery.bye_frames():
+            self._send_frame(addr, ftype, body)
+        self._flush()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._udp.wait_drained(), 1.0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for fut in self._requests.values():
+            if not fut.done():
+                fut.set_exception(errors.ConnectionClosedError("session closed"))
+        for sub in list(self._subs.values()):
+            sub._finish()
+            await sub._stop_worker()
+        self._subs.clear()
+        if self._registry is not None:
+            self._registry.unregister()
+        STORE.remove_gauge_source("insane_peers_alive", self._peer_count)
+        if self._mcast is not None:
+            await self._mcast.close()
+        await self._udp.close()
+        self._progress.set()
+
+    async def drain(self) -> None:
+        """Stop every subscription, let pending messages be processed, flush, then close."""
+        if self._closed:
+            raise errors.ConnectionClosedError("session closed")
+        self._draining = True
+        for sub in list(self._subs.values()):
+            await sub.drain()
+        await self.flush()
+        await self.close()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def is_draining(self) -> bool:
+        return self._draining and not self._closed
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ================================================================== publishing
+
+    def _channel(self, subject: str) -> _Channel:
+        ch = self._channels.get(subject)
+        if ch is None:
+            try:
+                validate_subject(subject)
+            except SubjectError as exc:
+                raise errors.BadSubjectError(str(exc)) from None
+            pattern, qos = self.config.qos_for(subject)
+            if len(self._channels) >= _CACHE_LIMIT:
+                self._channels.clear()
+            ch = self._channels[subject] = _Channel(
+                pattern,
+                qos,
+                subject.encode(),
+                STORE.cell("insane_messages_sent", "udp", pattern),
+                STORE.cell("insane_bytes_sent", "udp", pattern),
+                STORE.cell("insane_messages_received", "udp", pattern),
+                STORE.cell("insane_bytes_received", "udp", pattern),
+                STORE.cell("insane_messages_delivered", pattern),
+            )
+        return ch
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes = b"",
+        reply: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Send ``data`` to every subscriber of ``subject``, wherever it is."""
+        if self._closed:
+            raise errors.ConnectionClosedError("session closed")
+        if len(data) > self.max_payload:
+            raise errors.MaxPayloadError(f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}")
+        ch = self._channel(subject)
+        if reply:
+            try:
+                validate_subject(reply)
+            except SubjectError as exc:
+                raise errors.BadSubjectError(f"reply: {exc}") from None
+        payload = bytes(data)
+        plan = self._router.plan(subject)
+        if plan.empty:
+            return
+        for sub in plan.local:
+            sub.deliver(Msg(subject, payload, reply or "", headers, sub.sid, self))
+        peers = plan.peers
+        if plan.groups:
+            chosen: dict[int, list[bytes]] = {}
+            for group, members in plan.groups.items():
+                m = self._router.pick(members)
+                if isinstance(m, LocalSub):
+                    m.deliver(Msg(subject, payload, reply or "", headers, m.sid, self))
+                else:
+                    chosen.setdefault(m, []).append(group.encode())
+            if chosen:
+                hdr = wire.encode_headers(headers)
+                rb = reply.encode() if reply else b""
+                for peer_id, groups in chosen.items():
+                    body = wire.encode_msg_body(ch.subject_bytes, rb, hdr, tuple(groups), payload)
+                    self._send_msg(peer_id, ch, body, len(payload))
+                peers = [p for p in peers if p not in chosen]
+        if peers:
+            body = wire.encode_msg_body(
+                ch.subject_bytes, reply.encode() if reply else b"", wire.encode_headers(headers), (), payload
+            )
+            for peer_id in peers:
+                self._send_msg(peer_id, ch, body, len(payload))
+        if self._out_bytes >= _FLUSH_BYTES:
+            self._flush()
+            if self._udp.backlog_bytes > _BACKLOG_LIMIT:
+                await self._udp.wait_drained()
+
+    def _send_msg(self, peer_id: int, ch: _Channel, body: bytes, size: int) -> None:
+        peer = self._discovery.peers.get(peer_id)
+        if peer is None:
+            return
+        if (ch.pattern, peer_id) not in self._routes_logged:
+            self._note_route(ch, peer)
+        self._send_frame(peer.addr, wire.MSG, body)
+        ch.sent_msgs.value += 1
+        ch.sent_bytes.value += size
+
+    def _note_route(self, ch: _Channel, peer: Peer) -> None:
+        """Ask the policy which transport this channel uses toward this peer; log and count a
+        fallback once per (channel, peer)."""
+        self._routes_logged.add((ch.pattern, peer.peer_id))
+        route = choose_route(ch.qos, self._capabilities, peer.transports)
+        if route.fallback:
+            reason = route.reasons[0] if route.reasons else "unavailable"
+            log.info(
+                "channel %s to peer %s: wanted %s, using %s (%s)",
+                ch.pattern, peer.name or f"{peer.peer_id:016x}", route.wanted, route.transport, reason,
+            )
+            short = "unavailable" if "available" in reason or "not built" in reason else "peer"
+            STORE.cell("insane_policy_fallbacks", ch.pattern, route.wanted, route.transport, short).value += 1
+
+    def _send_frame(self, addr: Address, ftype: int, body: bytes) -> None:
+        if len(body) <= self._max_body:
+            frames = [wire.FRAME_HEADER.pack(ftype, 0, len(body)) + body]
+        else:
+            frames = self._fragmenter.split(ftype, body, self._chunk)
+        q = self._out.get(addr)
+        if q is None:
+            q = self._out[addr] = []
+        q.extend(frames)
+        self._out_bytes += len(body)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Coalesce queued frames into datagrams and hand them to the transport."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._out:
+            return
+        out, self._out = self._out, {}
+        self._out_bytes = 0
+        datagrams: list[tuple[bytes, Address]] = []
+        maxd = self._udp.max_datagram
+        for addr, frames in out.items():
+            for d in wire.pack_datagrams(self._header, frames, maxd):
+                datagrams.append((d, addr))
+        self._udp.send_batch(datagrams)
+        self._dgram_tx.value += len(datagrams)
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Hand everything queued to the network and make sure every live peer knows our
+        current subscriptions."""
+        if self._closed:
+            raise errors.ConnectionClosedError("session closed")
+        self._flush()
+        try:
+            await asyncio.wait_for(self._udp.wait_drained(), timeout)
+        except TimeoutError:
+            raise errors.TimeoutError("flush timed out") from None
+        v = self._discovery.interest_version
+        if not await self._wait_for(lambda: not self._discovery.unacked_peers(v), timeout):
+            raise errors.TimeoutError("flush timed out waiting for peers")
+
+    # ================================================================== subscribing
+
+    async def subscribe(
+        self,
+        subject: str,
+        queue: str | None = None,
+        cb: Callback | None = None,
+        *,
+        pending_msgs_limit: int | None = None,
+        pending_bytes_limit: int | None = None,
+    ) -> Subscription:
+        """Subscribe to a subject or pattern; returns once known peers have learnt of it."""
+        if self._closed or self._draining:
+            raise errors.ConnectionClosedError("session closed")
+        try:
+            validate_pattern(subject)
+        except SubjectError as exc:
+            raise errors.BadSubjectError(str(exc)) from None
+        if queue and (len(queue.encode()) > 255 or any(c.isspace() for c in queue)):
+            raise errors.BadSubjectError(f"invalid queue group name {queue!r}")
+        sid = next(self._sids)
+        kw: dict[str, int] = {}
+        if pending_msgs_limit is not None:
+            kw["pending_msgs_limit"] = pending_msgs_limit
+        if pending_bytes_limit is not None:
+            kw["pending_bytes_limit"] = pending_bytes_limit
+        sub = Subscription(self, sid, subject, queue or "", cb, **kw)
+        self._subs[sid] = sub
+        self._router.add_local(LocalSub(sid, subject, queue or "", sub._deliver))
+        v = self._discovery.set_interest(self._router.local_interest(), self._loop.time())
+        self._pump()
+        await self._wait_for(lambda: not self._discovery.unacked_peers(v), self.config.discovery.settle * 4)
+        return sub
+
+    def _remove_subscription(self, sub: Subscription) -> None:
+        if self._subs.pop(sub.sid, None) is None:
+            return
+        self._router.remove_local(sub.sid)
+        if not self._closed:
+            self._discovery.set_interest(self._router.local_interest(), self._loop.time())
+            self._pump()
+
+    def _slow_consumer(self, sub: Subscription) -> None:
+        self._drop("slow_consumer")
+        self._report(errors.SlowConsumerError(sub.subject, sub.sid))
+
+    def _callback_error(self, sub: Subscription, exc: Exception) -> None:
+        log.error("insane: callback of %r raised %r", sub, exc)
+        self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        cb = self.error_cb
+        if cb is None:
+            return
+        res = cb(exc)
+        if asyncio.iscoroutine(res):
+            self._loop.create_task(res)
+
+    # ================================================================== request / reply
+
+    async def request(
+        self,
+        subject: str,
+        data: bytes = b"",
+        timeout: float = 1.0,
+        headers: dict[str, str] | None = None,
+    ) -> Msg:
+        """Publish with a reply subject and wait for the first answer."""
+        if self._closed:
+            raise errors.ConnectionClosedError("session closed")
+        self._channel(subject)
+        if self._router.plan(subject).empty:
+            raise errors.NoRespondersError(f"no responders on {subject!r}")
+        token = str(next(self._tokens))
+        fut: asyncio.Future[Msg] = self._loop.create_future()
+        self._requests[token] = fut
+        try:
+            await self.publish(subject, data, reply=f"{self.inbox_prefix}.{token}", headers=headers)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise errors.TimeoutError(f"no reply on {subject!r} within {timeout}s") from None
+        finally:
+            self._requests.pop(token, None)
+
+    def new_inbox(self) -> str:
+        return f"{self.inbox_prefix}.x{next(self._tokens)}"
+
+    def _on_reply(self, msg: Msg) -> None:
+        fut = self._requests.get(msg.subject.rpartition(".")[2])
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    # ================================================================== receiving
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        c = self._dropped.get(reason)
+        if c is None:
+            c = self._dropped[reason] = STORE.cell("insane_dropped", "udp", reason)
+        c.value += n
+
+    def _count_reassembly_drops(self) -> None:
+        for reason in self._reassembler.take_drops():
+            self._drop(reason)
+
+    def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
+        now = self._loop.time()
+        self._dgram_rx.value += len(batch)
+        domain = self.domain
+        me = self.peer_id
+        disc = self._discovery
+        for data, addr in batch:
+            try:
+                hdr = wire.decode_header(data)
+                frames = wire.iter_frames(data)
+            except wire.WireError as exc:
+                self._drop(exc.reason)
+                continue
+            if hdr.domain != domain:
+                self._drop("foreign_domain")
+                continue
+            sender = hdr.sender
+            if sender == me:
+                continue
+            touched = False
+            for ftype, _flags, body in frames:
+                try:
+                    if ftype == wire.MSG:
+                        if not touched:
+                            touched = True
+                            disc.touch(sender, addr, now)
+                        self._on_msg(body)
+                    elif ftype == wire.FRAG:
+                        if not touched:
+                            touched = True
+                            disc.touch(sender, addr, now)
+                        self._on_frag(sender, body, addr, now)
+                    else:
+                        disc.on_frame(sender, ftype, body, addr, now)
+                except wire.WireError as exc:
+                    self._drop(exc.reason)
+        self._pump()
+
+    def _on_frag(self, sender: int, body: memoryview, addr: Address, now: float) -> None:
+        msg_id, total, offset, inner, chunk = wire.decode_frag(body)
+        done = self._reassembler.feed(sender, msg_id, total, offset, inner, chunk, now)
+        self._count_reassembly_drops()
+        if done is None:
+            return
+        if done.inner_type == wire.MSG:
+            self._on_msg(done.body)
+        elif done.inner_type == wire.FRAG:
+            raise wire.WireError("malformed", "nested fragment")
+        else:
+            self._discovery.on_frame(sender, done.inner_type, done.body, addr, now)
+
+    def _on_msg(self, body: memoryview | bytes) -> None:
+        m = wire.decode_msg(body)
+        try:
+            ch = self._channel(m.subject)
+        except errors.BadSubjectError:
+            raise wire.WireError("bad_subject", m.subject[:64]) from None
+        n = len(m.payload)
+        ch.recv_msgs.value += 1
+        ch.recv_bytes.value += n
+        targets = self._router.local_targets(m.subject, m.queues)
+        for sub in targets:
+            sub.deliver(Msg(m.subject, m.payload, m.reply, m.headers, sub.sid, self))
+        ch.delivered.value += len(targets)
+
+    def _pump(self) -> None:
+        """Send what discovery wants sent and apply what it learnt."""
+        disc = self._discovery
+        for addr, ftype, body in disc.take_outgoing():
+            self._send_frame(addr, ftype, body)
+        events = disc.take_events()
+        for ev in events:
+            if isinstance(ev, InterestChanged):
+                self._router.set_remote(ev.peer.peer_id, ev.peer.interest)
+            elif isinstance(ev, PeerUp):
+                log.info("peer up: %s (%016x) at %s:%d", ev.peer.name, ev.peer.peer_id, *ev.peer.addr)
+            elif isinstance(ev, PeerDown):
+                log.info("peer down (%s): %s (%016x)", ev.reason, ev.peer.name, ev.peer.peer_id)
+                self._router.drop_remote(ev.peer.peer_id)
+                self._reassembler.forget_sender(ev.peer.peer_id)
+                self._routes_logged = {k for k in self._routes_logged if k[1] != ev.peer.peer_id}
+        self._progress.set()
+
+    # ================================================================== introspection
+
+    @property
+    def peers(self) -> list[Peer]:
+        """The peers currently alive."""
+        return list(self._discovery.peers.values())
+
+    @property
+    def address(self) -> Address:
+        return self._udp.local_address
+
+    @property
+    def capabilities(self) -> dict[str, TransportCapability]:
+        return dict(self._capabilities)
+
+    def route_for(self, subject: str, peer: Peer | None = None) -> Any:
+        """The policy's route for ``subject`` toward ``peer`` (or a peer like us)."""
+        ch = self._channel(subject)
+        transports = peer.transports if peer is not None else tuple(
+            n for n, c in self._capabilities.items() if c.available
+        )
+        return choose_route(ch.qos, self._capabilities, transports)
+
+
+class _Connecting:
+    """What :func:`connect` returns: await it for a session, or use it with ``async with``."""
+
+    def __init__(self, config: Any, name: str | None) -> None:
+        self._config = config
+        self._name = name
+        self._session: Session | None = None
+
+    async def _open(self) -> Session:
+        cfg = load_config(self._config)
+        session = Session(cfg, self._name)
+        try:
+            await session._start()
+        except BaseException:
+            await session.close()
+            raise
+        self._session = session
+        return session
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Session:
+        return await self._open()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def connect(config: Any = None, name: str | None = None) -> _Connecting:
+    """Join the bus. ``config``: a YAML path, a mapping, a Config, or None (``INSANE_CONFIG``,
+    then ``./insane.yaml``, then the embedded default: kernel UDP on loopback)."""
+    return _Connecting(config, name)

@@ -1,0 +1,217 @@
+"""A subscription: a buffer of pending messages, consumed by a callback, ``next_msg`` or
+``async for msg in sub.messages``, with NATS's pending limits and auto-unsubscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from insane import errors
+from insane.message import Msg
+
+if TYPE_CHECKING:
+    from insane.session import Session
+
+Callback = Callable[[Msg], Awaitable[None] | None]
+
+DEFAULT_PENDING_MSGS_LIMIT = 512 * 1024
+DEFAULT_PENDING_BYTES_LIMIT = 128 * 1024 * 1024
+
+
+class Subscription:
+    def __init__(
+        self,
+        session: Session,
+        sid: int,
+        subject: str,
+        queue: str = "",
+        cb: Callback | None = None,
+        *,
+        pending_msgs_limit: int = DEFAULT_PENDING_MSGS_LIMIT,
+        pending_bytes_limit: int = DEFAULT_PENDING_BYTES_LIMIT,
+    ) -> None:
+        self._session = session
+        self.sid = sid
+        self.subject = subject
+        self.queue = queue
+        self._cb = cb
+        self._async_cb = cb is not None and inspect.iscoroutinefunction(cb)
+        self.pending_msgs_limit = pending_msgs_limit
+        self.pending_bytes_limit = pending_bytes_limit
+        self._pending: collections.deque[Msg] = collections.deque()
+        self._pending_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._received = 0
+        self._max_msgs = 0
+        self._closed = False  # no more messages will be added
+        self._dropped = 0
+        self._worker: asyncio.Task[None] | None = None
+        if self._async_cb:
+            self._worker = asyncio.get_running_loop().create_task(self._run_callbacks())
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def pending_msgs(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    @property
+    def delivered(self) -> int:
+        """Messages that reached this subscription (NATS counts them on arrival)."""
+        return self._received
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ input (from the session)
+
+    def _deliver(self, msg: Msg) -> None:
+        if self._closed:
+            return
+        if (
+            len(self._pending) >= self.pending_msgs_limit
+            or self._pending_bytes + len(msg.data) > self.pending_bytes_limit
+        ):
+            self._dropped += 1
+            self._session._slow_consumer(self)
+            return
+        self._received += 1
+        if self._cb is not None and not self._async_cb:
+            self._cb(msg)
+        else:
+            self._pending.append(msg)
+            self._pending_bytes += len(msg.data)
+            self._wake()
+        if self._max_msgs and self._received >= self._max_msgs:
+            self._session._remove_subscription(self)
+            self._finish()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _finish(self) -> None:
+        """No more messages will arrive; consumers finish what is pending, then stop."""
+        self._closed = True
+        self._wake()
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _pop(self) -> Msg:
+        msg = self._pending.popleft()
+        self._pending_bytes -= len(msg.data)
+        return msg
+
+    async def _run_callbacks(self) -> None:
+        cb = self._cb
+        assert cb is not None
+        while True:
+            while self._pending:
+                msg = self._pop()
+                try:
+                    await cb(msg)  # type: ignore[misc]
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a failing callback must not kill the subscription
+                    self._session._callback_error(self, exc)
+            if self._closed:
+                return
+            await self._wait()
+
+    # ------------------------------------------------------------------ consumption
+
+    async def next_msg(self, timeout: float | None = 1.0) -> Msg:
+        """The next pending message; raises ``errors.TimeoutError`` when none comes in time."""
+        if self._cb is not None:
+            raise errors.InsaneError("next_msg() is not available on a subscription with a callback")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._pending:
+            if self._closed:
+                raise errors.BadSubscriptionError("subscription is closed")
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise errors.TimeoutError("no message in time")
+            try:
+                await asyncio.wait_for(self._wait(), remaining)
+            except TimeoutError:
+                raise errors.TimeoutError("no message in time") from None
+        return self._pop()
+
+    @property
+    def messages(self) -> AsyncIterator[Msg]:
+        """Iterate over messages until the subscription is unsubscribed, drained or closed."""
+        if self._cb is not None:
+            raise errors.InsaneError("messages is not available on a subscription with a callback")
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Msg]:
+        while True:
+            while self._pending:
+                yield self._pop()
+            if self._closed:
+                return
+            await self._wait()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def unsubscribe(self, limit: int = 0) -> None:
+        """Stop now, or (``limit`` > 0) after ``limit`` messages in total have arrived."""
+        if self._closed:
+            raise errors.BadSubscriptionError("subscription is already closed")
+        if limit > 0 and self._received < limit:
+            self._max_msgs = limit
+            return
+        self._session._remove_subscription(self)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._finish()
+        await self._stop_worker()
+
+    async def drain(self) -> None:
+        """Stop receiving, hand every pending message to the consumer, then finish."""
+        if not self._closed:
+            self._session._remove_subscription(self)
+            self._finish()
+        if self._worker is not None:
+            await asyncio.shield(self._worker)
+        else:
+            while self._pending and self._cb is None and self._waiter is not None:
+                await asyncio.sleep(0)
+
+    async def _stop_worker(self) -> None:
+        w = self._worker
+        if w is not None and not w.done() and w is not asyncio.current_task():
+            w.cancel()
+            try:
+                await w
+            except asyncio.CancelledError:
+                pass
+
+    def __repr__(self) -> str:
+        q = f" queue={self.queue!r}" if self.queue else ""
+        return f"<Subscription sid={self.sid} subject={self.subject!r}{q}>"
+
+    def __aiter__(self) -> AsyncIterator[Msg]:
+        return self.messages
+
+    def _info(self) -> dict[str, Any]:
+        return {"sid": self.sid, "subject": self.subject, "queue": self.queue, "pending": len(self._pending)}

@@ -1,0 +1,188 @@
+"""Kernel UDP transport: batches of datagrams through one non-blocking IPv4 socket.
+
+Receives are drained in bursts from the event loop's reader callback (one wake-up, many
+datagrams); sends go straight to the socket and queue in user space only when the kernel
+pushes back (EAGAIN/ENOBUFS), to be flushed when the socket is writable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import socket
+from collections.abc import Sequence
+
+from insane.netif import path_mtu, resolve_bind
+from insane.transports.base import Address, Datagram, ReceiveCallback, Transport
+
+_IP_UDP_HEADERS = 28
+_MAX_UDP_PAYLOAD = 65507
+#: Largest datagram we send on loopback: big enough to batch well, below the 64 KiB limit.
+_LOOPBACK_DATAGRAM = 65000
+_RECV_BURST = 512
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def _set_buffer(sock: socket.socket, force: int, plain: int, size: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)  # root: beyond net.core.*mem_max
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+class UdpTransport(Transport):
+    name = "udp"
+
+    def __init__(
+        self,
+        bind: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_datagram: int | None = None,
+        rcvbuf: int = 32 * 1024 * 1024,
+        sndbuf: int = 8 * 1024 * 1024,
+    ) -> None:
+        self._bind = resolve_bind(bind)
+        self._port = port
+        self._rcvbuf = rcvbuf
+        self._sndbuf = sndbuf
+        if max_datagram is None:
+            mtu = path_mtu(self._bind)
+            max_datagram = _LOOPBACK_DATAGRAM if mtu >= 65536 else mtu - _IP_UDP_HEADERS
+        self._max_datagram = min(max_datagram, _MAX_UDP_PAYLOAD)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_receive: ReceiveCallback | None = None
+        self._backlog: collections.deque[tuple[bytes, Address]] = collections.deque()
+        self._backlog_bytes = 0
+        self._drained: asyncio.Event | None = None
+        self.send_errors = 0
+
+    @property
+    def local_address(self) -> Address:
+        assert self._sock is not None, "transport not started"
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def max_datagram(self) -> int:
+        return self._max_datagram
+
+    @property
+    def socket(self) -> socket.socket:
+        assert self._sock is not None, "transport not started"
+        return self._sock
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes queued in user space because the kernel pushed back."""
+        return self._backlog_bytes
+
+    async def start(self, on_receive: ReceiveCallback) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            _set_buffer(sock, _SO_RCVBUFFORCE, socket.SO_RCVBUF, self._rcvbuf)
+            _set_buffer(sock, _SO_SNDBUFFORCE, socket.SO_SNDBUF, self._sndbuf)
+            sock.bind((self._bind, self._port))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._on_receive = on_receive
+        self._loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        batch: list[tuple[bytes, Address]] = []
+        recv = sock.recvfrom
+        try:
+            for _ in range(_RECV_BURST):
+                batch.append(recv(65536))  # type: ignore[arg-type]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            pass  # e.g. ICMP port unreachable surfaced as ECONNREFUSED: nothing to read
+        if batch and self._on_receive is not None:
+            self._on_receive(batch)
+
+    def send_batch(self, datagrams: Sequence[Datagram]) -> int:
+        sock = self._sock
+        if sock is None:
+            return 0
+        if self._backlog:
+            for data, addr in datagrams:
+                self._queue(bytes(data), addr)
+            return len(datagrams)
+        sendto = sock.sendto
+        for i, (data, addr) in enumerate(datagrams):
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                for d, a in datagrams[i:]:
+                    self._queue(bytes(d), a)
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    for d, a in datagrams[i:]:
+                        self._queue(bytes(d), a)
+                    break
+                # Unreachable peer, message too long...: the datagram is lost like on a wire.
+                self.send_errors += 1
+        return len(datagrams)
+
+    def _queue(self, data: bytes, addr: Address) -> None:
+        if not self._backlog and self._loop is not None and self._sock is not None:
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+            if self._drained is not None:
+                self._drained.clear()
+        self._backlog.append((data, addr))
+        self._backlog_bytes += len(data)
+
+    def _writable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        backlog = self._backlog
+        while backlog:
+            data, addr = backlog[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    return
+                self.send_errors += 1
+            backlog.popleft()
+            self._backlog_bytes -= len(data)
+        if self._loop is not None:
+            self._loop.remove_writer(sock.fileno())
+        if self._drained is not None:
+            self._drained.set()
+
+    async def wait_drained(self) -> None:
+        """Return once everything queued in user space has been handed to the kernel."""
+        if self._drained is not None and self._backlog:
+            await self._drained.wait()
+
+    async def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            if self._backlog:
+                self._loop.remove_writer(sock.fileno())
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        if self._drained is not None:
+            self._drained.set()
+        sock.close()
