@@ -1,0 +1,1 @@
+"""Benchmark programs for INSANE (run them, do not import them from the library)."""

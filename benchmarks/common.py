@@ -1,0 +1,402 @@
+"""Helpers shared by the benchmark programs and their peer processes.
+
+Two sides use this module:
+
+* the peers (``benchmarks/peers/*``), which announce readiness with :func:`announce_ready`,
+  summarise round-trip times with :func:`rtt_summary` and print their result with
+  :func:`emit_result`;
+* the harness (``benchmarks/pingpong.py``), which builds the raw C baseline
+  (:func:`build_raw`), starts peers as subprocesses (:class:`Peer`), collects
+  :class:`Row` results and prints them side by side as ratios (:func:`print_tables`) or
+  writes them as JSON (:func:`write_json`).
+
+Peer protocol: a peer prints ``ready PORT`` on stdout once it can be talked to, and its result
+as one JSON object on the last line of stdout.  Anything on stderr is kept for error reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RAW_SRC = BENCH_DIR / "raw" / "udp_pingpong.c"
+RAW_BIN = BENCH_DIR / "raw" / "bin" / "udp_pingpong"
+
+#: The loopback address every benchmark talks to (nothing leaves the host).
+HOST = "127.0.0.1"
+
+# Linux socket options that Python's socket module does not name.
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of ``values`` (``p`` in 0..100); 0.0 for no values.
+
+    Nearest rank never interpolates, so p99 is always a latency that was really observed.
+    The C baseline uses the same rule.
+    """
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(p / 100.0 * len(ordered))))
+    return float(ordered[rank - 1])
+
+
+def rtt_summary(rtts_ns: Sequence[int], seconds: float) -> dict[str, float]:
+    """p50/p99 in microseconds and round trips per second, from per-message RTTs."""
+    ordered = sorted(rtts_ns)
+    return {
+        "p50_us": percentile(ordered, 50) / 1000.0,
+        "p99_us": percentile(ordered, 99) / 1000.0,
+        "msg_per_s": len(ordered) / seconds if seconds > 0 else 0.0,
+        "seconds": seconds,
+    }
+
+
+def default_warmup(count: int) -> int:
+    """Warm-up round trips excluded from the statistics: 10 % of ``count``, at most 1000."""
+    return min(1000, count // 10)
+
+
+# --------------------------------------------------------------------------- peer side
+
+
+def announce_ready(port: int = 0) -> None:
+    """Tell the harness that this peer can be talked to (and on which port)."""
+    print(f"ready {port}", flush=True)
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    """Print a peer's result as the one JSON line the harness reads."""
+    print(json.dumps(result), flush=True)
+
+
+def big_buffers(sock: Any, size: int = 8 << 20) -> None:
+    """Ask for large socket buffers (forced when privileged, capped by rmem_max otherwise)."""
+    import socket
+
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+# --------------------------------------------------------------------------- harness side
+
+
+class PeerError(RuntimeError):
+    """A peer exited badly, printed no result, or ran past its time limit."""
+
+
+def build_raw(force: bool = False) -> Path:
+    """Compile the raw C baseline with the system ``cc -O2`` when missing or out of date."""
+    if force or not RAW_BIN.exists() or RAW_BIN.stat().st_mtime < RAW_SRC.stat().st_mtime:
+        RAW_BIN.parent.mkdir(parents=True, exist_ok=True)
+        cc = os.environ.get("CC", "cc")
+        cmd = [cc, "-O2", "-Wall", "-o", str(RAW_BIN), str(RAW_SRC)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise PeerError(f"building {RAW_SRC.name} failed: {' '.join(cmd)}\n{proc.stderr}")
+    return RAW_BIN
+
+
+def python_module(module: str) -> list[str]:
+    """The argv prefix that runs ``module`` with this interpreter from the repository root."""
+    return [sys.executable, "-m", module]
+
+
+def usable_cpus() -> list[int]:
+    """CPUs this process may run on, sorted."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+class Peer:
+    """One benchmark peer running as a subprocess.
+
+    ``cpu`` pins the process to one CPU (``None``: leave it to the scheduler).  Use it as a
+    context manager so that the process is always ended, even when the harness fails.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        name: str,
+        cpu: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = [str(a) for a in argv]
+
+        def pin() -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), full_env.get("PYTHONPATH", "")) if p
+        )
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            preexec_fn=pin if cpu is not None else None,
+        )
+        self._stdout: list[str] = []
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = 20.0) -> int:
+        """Wait for the ``ready PORT`` line; return the port."""
+        import selectors
+
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.stop()
+                    raise PeerError(f"{self.name}: no 'ready' line within {timeout:.0f} s")
+                if not sel.select(left):
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise PeerError(f"{self.name}: exited before 'ready'{self._stderr_tail()}")
+                self._stdout.append(line)
+                words = line.split()
+                if words and words[0] == "ready":
+                    return int(words[1]) if len(words) > 1 else 0
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        """Wait for the peer to exit and return the JSON object on its last stdout line."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise PeerError(
+                f"{self.name}: still running after {timeout:.0f} s (killed){self._stderr_tail()}"
+            ) from None
+        self._stdout.append(out)
+        self._err = err
+        lines = [ln for ln in "".join(self._stdout).splitlines() if ln.startswith("{")]
+        if not lines:
+            raise PeerError(
+                f"{self.name}: exit status {self.proc.returncode}, no result{self._stderr_tail()}"
+            )
+        data: dict[str, Any] = json.loads(lines[-1])
+        data["exit_status"] = self.proc.returncode
+        return data
+
+    def stop(self, grace: float = 2.0) -> None:
+        """End the process if it still runs (SIGTERM, then SIGKILL after ``grace``)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+    def _stderr_tail(self, limit: int = 1500) -> str:
+        err = getattr(self, "_err", None)
+        if err is None and self.proc.stderr is not None and self.proc.poll() is not None:
+            try:
+                err = self.proc.stderr.read()
+            except (OSError, ValueError):
+                err = ""
+            self._err = err
+        err = (err or "").strip()
+        return f"\n--- stderr of {self.name} ---\n{err[-limit:]}" if err else ""
+
+
+@dataclass
+class Row:
+    """The measurements of one system at one message size."""
+
+    system: str
+    size: int
+    p50_us: float | None = None
+    p99_us: float | None = None
+    rtt_msg_per_s: float | None = None
+    rtt_count: int | None = None
+    rtt_lost: int | None = None
+    tput_msg_per_s: float | None = None
+    tput_e2e_msg_per_s: float | None = None
+    delivered: int | None = None
+    sent: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when either is missing or ``b`` is zero."""
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _delivered(row: Row) -> str:
+    if row.delivered is None:
+        return "-"
+    return f"{row.delivered}/{row.sent if row.sent is not None else '?'}"
+
+
+def _one_line(text: str) -> str:
+    """First and last line of a (multi-line) error: what failed, and the final word of why."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return text.strip()
+    return f"{lines[0]} ... {lines[-1].strip()}"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    body = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in body) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(body):
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_tables(rows: Sequence[Row], reference: str, focus: str | None = None) -> str:
+    """Tables per message size: absolute numbers, ratios to ``reference`` and ``focus``.
+
+    RTT ratios are ``system / reference`` (above 1: slower); throughput ratios are
+    ``system / reference`` (below 1: fewer messages per second).  When ``focus`` is given, a
+    second table shows ``focus / other`` for each other system, with the same reading.
+    """
+    out: list[str] = []
+    for size in sorted({r.size for r in rows}):
+        at_size = [r for r in rows if r.size == size]
+        ref = next((r for r in at_size if r.system == reference), None)
+        out.append(f"== {size} B messages; ratios are system / {reference} ==")
+        table = []
+        for r in at_size:
+            table.append(
+                [
+                    r.system,
+                    _fmt(r.p50_us, ".1f"),
+                    _fmt(r.p99_us, ".1f"),
+                    _fmt(r.rtt_msg_per_s, ",.0f"),
+                    _fmt(r.tput_msg_per_s, ",.0f"),
+                    _fmt(r.tput_e2e_msg_per_s, ",.0f"),
+                    _delivered(r),
+                    _fmt_ratio(ratio(r.p50_us, ref.p50_us if ref else None)),
+                    _fmt_ratio(ratio(r.p99_us, ref.p99_us if ref else None)),
+                    _fmt_ratio(ratio(r.tput_msg_per_s, ref.tput_msg_per_s if ref else None)),
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "system",
+                    "p50 us",
+                    "p99 us",
+                    "rtt/s",
+                    "msg/s",
+                    "e2e msg/s",
+                    "delivered",
+                    "p50 ratio",
+                    "p99 ratio",
+                    "tput ratio",
+                ],
+                table,
+            )
+        )
+        me = next((r for r in at_size if r.system == focus), None) if focus else None
+        if me is not None:
+            others = [r for r in at_size if r.system != focus]
+            if others:
+                out.append("")
+                out.append(f"-- {focus} / other system at {size} B --")
+                out.append(
+                    _table(
+                        ["versus", "p50 ratio", "p99 ratio", "tput ratio"],
+                        [
+                            [
+                                o.system,
+                                _fmt_ratio(ratio(me.p50_us, o.p50_us)),
+                                _fmt_ratio(ratio(me.p99_us, o.p99_us)),
+                                _fmt_ratio(ratio(me.tput_msg_per_s, o.tput_msg_per_s)),
+                            ]
+                            for o in others
+                        ],
+                    )
+                )
+        for r in at_size:
+            for e in r.errors:
+                out.append(f"! {r.system} {size} B: {_one_line(e)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def print_tables(rows: Sequence[Row], reference: str, focus: str | None = None) -> None:
+    """Print :func:`format_tables` to stdout."""
+    print(format_tables(rows, reference, focus), flush=True)
+
+
+def environment() -> dict[str, Any]:
+    """Facts about the machine a run happened on, stored beside its results."""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpus": usable_cpus(),
+    }
+
+
+def write_json(path: str | Path, rows: Sequence[Row], settings: dict[str, Any]) -> None:
+    """Write the rows, the run's settings and the environment to ``path`` as JSON."""
+    doc = {
+        "environment": environment(),
+        "settings": settings,
+        "results": [asdict(r) for r in rows],
+    }
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
