@@ -1,0 +1,328 @@
+"""Which transports can run here, and why not: the probes behind ``insane doctor``.
+
+Each probe runs a few cheap checks (privileges, kernel support, libraries, devices, the
+configuration) and returns a `TransportCapability` whose ``details`` hold every check, so that
+"unavailable" always comes with the exact reason. Probes never raise.
+
+A transport is available only when its checks pass *and* its datapath is implemented, i.e.
+listed in `IMPLEMENTATIONS` (``name -> "module:Class"``, imported lazily by `transport_class`).
+A new datapath becomes selectable by adding one line there.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import errno
+import importlib
+import os
+import socket
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from insane.transports.base import ALL_TRANSPORTS, Transport, TransportCapability, TransportName
+
+if TYPE_CHECKING:
+    from insane.qos.model import Config
+
+#: Implemented datapaths: name -> "module:Class". Only these can ever be reported available.
+IMPLEMENTATIONS: dict[str, str] = {"udp": "insane.transports.udp:UdpTransport"}
+
+_CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
+_AF_XDP = 44
+_INFINIBAND = Path("/sys/class/infiniband")
+_NOT_BUILT = {
+    "xdp": "the AF_XDP datapath is not built into this release",
+    "dpdk": "the DPDK datapath is not built into this release",
+    "rdma": "the RDMA datapath is not built into this release",
+}
+
+Checks = dict[str, object]
+
+
+def transport_class(name: str) -> type[Transport]:
+    """Import and return the implementation of transport ``name`` (KeyError if none)."""
+    module_name, _, class_name = IMPLEMENTATIONS[name].partition(":")
+    cls: type[Transport] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def probe(name: str, config: Config) -> TransportCapability:
+    """Probe one transport. Never raises: an unexpected error becomes the reason."""
+    probes: dict[str, Callable[[Config], TransportCapability]] = {
+        "udp": _probe_udp,
+        "xdp": _probe_xdp,
+        "dpdk": _probe_dpdk,
+        "rdma": _probe_rdma,
+    }
+    if name not in probes:
+        raise ValueError(f"unknown transport {name!r}; expected one of {', '.join(ALL_TRANSPORTS)}")
+    try:
+        return probes[name](config)
+    except Exception as e:  # a probe must answer, whatever the host looks like
+        return TransportCapability(
+            name=name,  # type: ignore[arg-type]
+            available=False,
+            reason=f"probe failed: {type(e).__name__}: {e}",
+        )
+
+
+def probe_all(config: Config) -> dict[str, TransportCapability]:
+    """Probe every transport, in `ALL_TRANSPORTS` order."""
+    return {name: probe(name, config) for name in ALL_TRANSPORTS}
+
+
+def doctor_report(config: Config) -> dict[str, Any]:
+    """The JSON document of ``insane doctor --json``."""
+    return {
+        "transports": {
+            name: {
+                "available": cap.available,
+                "reason": cap.reason,
+                "kernel_bypass": cap.kernel_bypass,
+                "checks": {k: _jsonable(v) for k, v in cap.details.items()},
+            }
+            for name, cap in probe_all(config).items()
+        }
+    }
+
+
+def format_doctor(report: dict[str, Any]) -> str:
+    """`doctor_report` for humans: one line per transport, then its checks indented."""
+    lines: list[str] = []
+    for name, entry in report["transports"].items():
+        state = "available" if entry["available"] else "unavailable"
+        lines.append(f"{name:<5} {state:<11}  {entry['reason']}")
+        for check, value in entry["checks"].items():
+            lines.append(f"      {check}: {_show(value)}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The probes
+
+
+def _probe_udp(config: Config) -> TransportCapability:
+    bind = config.transports.udp.bind
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    checks: Checks = {"bind": bind}
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((bind, 0))
+        checks["socket_bind"] = True
+        problems = []
+    except OSError as e:
+        checks["socket_bind"] = False
+        problems = [f"cannot bind a UDP socket to {bind}: {e.strerror or e}"]
+    return _capability(
+        "udp", checks, problems, f"kernel UDP socket binds on {bind}", consumption={"low"}
+    )
+
+
+def _probe_xdp(config: Config) -> TransportCapability:
+    cfg = config.transports.xdp
+    caps = _effective_caps()
+    checks: Checks = {
+        "enabled": cfg.enabled,
+        "root": os.geteuid() == 0,
+        "cap_net_admin": _has_cap(caps, _CAP_NET_ADMIN),
+        "cap_bpf_or_sys_admin": _has_cap(caps, _CAP_BPF) or _has_cap(caps, _CAP_SYS_ADMIN),
+        "kernel_af_xdp": _kernel_af_xdp(),
+        "libxdp": _find_library("xdp"),
+        "libbpf": _find_library("bpf"),
+        "interface": cfg.interface,
+        "interface_present": cfg.interface is not None and _interface_present(cfg.interface),
+    }
+    problems: list[str] = []
+    if not cfg.enabled:
+        problems.append("disabled by transports.xdp.enabled")
+    if not (checks["root"] or checks["cap_net_admin"]):
+        problems.append("needs root or CAP_NET_ADMIN")
+    elif not (checks["root"] or checks["cap_bpf_or_sys_admin"]):
+        problems.append("needs CAP_BPF or CAP_SYS_ADMIN to load the XDP program")
+    if not checks["kernel_af_xdp"]:
+        problems.append("the kernel has no AF_XDP support (EAFNOSUPPORT)")
+    if not checks["libxdp"]:
+        problems.append("libxdp not found (Debian: libxdp1)")
+    if not checks["libbpf"]:
+        problems.append("libbpf not found (Debian: libbpf1)")
+    if cfg.interface is None:
+        problems.append("transports.xdp.interface is not set")
+    elif not checks["interface_present"]:
+        problems.append(f"interface {cfg.interface!r} (transports.xdp.interface) does not exist")
+    return _capability(
+        "xdp",
+        checks,
+        problems,
+        f"AF_XDP on {cfg.interface} queue {cfg.queue}",
+        consumption={"poll", "low"},
+        kernel_bypass=True,
+    )
+
+
+def _probe_dpdk(config: Config) -> TransportCapability:
+    cfg = config.transports.dpdk
+    hugepages = _hugepages_total()
+    checks: Checks = {
+        "enabled": cfg.enabled,
+        "root": os.geteuid() == 0,
+        "librte_eal": _find_library("rte_eal"),
+        "hugepages_total": hugepages,
+        "no_huge": hugepages == 0,  # informational: EAL then runs with --no-huge
+    }
+    problems: list[str] = []
+    if not cfg.enabled:
+        problems.append("disabled by transports.dpdk.enabled")
+    if not checks["root"]:
+        problems.append("needs root")
+    if not checks["librte_eal"]:
+        problems.append("librte_eal not found (install DPDK, Debian: dpdk)")
+    return _capability(
+        "dpdk",
+        checks,
+        problems,
+        "DPDK EAL" + (" with --no-huge" if hugepages == 0 else f" with {hugepages} hugepages"),
+        consumption={"poll", "low"},
+        kernel_bypass=True,
+    )
+
+
+def _probe_rdma(config: Config) -> TransportCapability:
+    cfg = config.transports.rdma
+    devices = sorted(p.name for p in _INFINIBAND.iterdir()) if _INFINIBAND.is_dir() else []
+    checks: Checks = {
+        "enabled": cfg.enabled,
+        "pyverbs": _importable("pyverbs"),
+        "devices": devices,
+        "device": cfg.device,
+    }
+    problems: list[str] = []
+    if not cfg.enabled:
+        problems.append("disabled by transports.rdma.enabled")
+    if not checks["pyverbs"]:
+        problems.append("pyverbs is not importable (Debian: python3-pyverbs)")
+    if not devices:
+        problems.append(f"no RDMA device ({_INFINIBAND} is empty or missing)")
+    elif cfg.device is not None and cfg.device not in devices:
+        problems.append(f"RDMA device {cfg.device!r} (transports.rdma.device) not found")
+    return _capability(
+        "rdma",
+        checks,
+        problems,
+        f"RDMA device {cfg.device or (devices[0] if devices else '?')} port {cfg.port}",
+        consumption={"poll", "low"},
+        kernel_bypass=True,
+        hardware_reliable=True,
+    )
+
+
+def _capability(
+    name: TransportName,
+    checks: Checks,
+    problems: list[str],
+    ok_reason: str,
+    *,
+    consumption: set[str],
+    kernel_bypass: bool = False,
+    hardware_reliable: bool = False,
+) -> TransportCapability:
+    """Turn the checks into a capability; available only if they pass and it is implemented."""
+    implemented = name in IMPLEMENTATIONS
+    checks["implemented"] = implemented
+    if not implemented:
+        not_built = _NOT_BUILT.get(name, f"no {name} datapath is built into this release")
+        problems.append(not_built if problems else f"{not_built} (checks above would pass)")
+    return TransportCapability(
+        name=name,
+        available=not problems,
+        reason="; ".join(problems) if problems else ok_reason,
+        kernel_bypass=kernel_bypass,
+        hardware_reliable=hardware_reliable,
+        consumption=frozenset(consumption),
+        details=checks,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Host checks
+
+
+def _effective_caps() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _has_cap(caps: int, bit: int) -> bool:
+    return bool(caps >> bit & 1)
+
+
+def _kernel_af_xdp() -> bool:
+    try:
+        socket.socket(_AF_XDP, socket.SOCK_RAW).close()
+    except OSError as e:
+        # EPERM/EACCES: the family exists, we just may not open it.
+        return e.errno != errno.EAFNOSUPPORT
+    return True
+
+
+@cache
+def _find_library(name: str) -> str | None:
+    return ctypes.util.find_library(name)
+
+
+def _interface_present(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def _hugepages_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("HugePages_Total:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except Exception:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Output helpers
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def _show(value: object) -> str:
+    if value is True:
+        return "yes"
+    if value is False:
+        return "no"
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "(none)"
+    return str(value)

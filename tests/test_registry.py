@@ -1,0 +1,142 @@
+"""Transport probes for `insane doctor`: every transport answers, with its checks and a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from insane.qos import load_config
+from insane.transports import registry
+from insane.transports.base import ALL_TRANSPORTS, TransportCapability
+from insane.transports.registry import (
+    IMPLEMENTATIONS,
+    doctor_report,
+    format_doctor,
+    probe,
+    probe_all,
+)
+
+
+def test_probe_all_returns_every_transport_in_order() -> None:
+    caps = probe_all(load_config({}))
+    assert tuple(caps) == ALL_TRANSPORTS
+    for name, c in caps.items():
+        assert isinstance(c, TransportCapability)
+        assert c.name == name
+        assert c.reason
+        assert c.details["implemented"] == (name in IMPLEMENTATIONS)
+
+
+def test_udp_is_available_on_loopback() -> None:
+    udp = probe("udp", load_config({"transports": {"udp": {"bind": "127.0.0.1"}}}))
+    assert udp.available, udp.reason
+    assert udp.details["socket_bind"] is True
+    assert udp.details["bind"] == "127.0.0.1"
+    assert udp.consumption == frozenset({"low"})
+    assert not udp.kernel_bypass
+
+
+def test_udp_unavailable_when_the_address_is_not_local() -> None:
+    udp = probe("udp", load_config({"transports": {"udp": {"bind": "192.0.2.123"}}}))
+    assert not udp.available
+    assert udp.details["socket_bind"] is False
+    assert "192.0.2.123" in udp.reason
+
+
+@pytest.mark.parametrize("name", ["xdp", "dpdk", "rdma"])
+def test_unimplemented_datapaths_are_unavailable_with_a_reason(name: str) -> None:
+    c = probe(name, load_config({}))
+    assert not c.available
+    assert c.reason
+    assert c.kernel_bypass
+    assert c.details["implemented"] is False
+    assert "not built into this release" in c.reason
+    assert c.details["enabled"] is True
+
+
+def test_xdp_checks_and_unset_interface() -> None:
+    xdp = probe("xdp", load_config({}))
+    for check in ("root", "cap_net_admin", "kernel_af_xdp", "libxdp", "libbpf", "interface"):
+        assert check in xdp.details
+    assert "transports.xdp.interface is not set" in xdp.reason
+
+
+def test_xdp_claims_nothing_even_when_every_check_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_effective_caps", lambda: (1 << 12) | (1 << 39))
+    monkeypatch.setattr(registry, "_kernel_af_xdp", lambda: True)
+    monkeypatch.setattr(registry, "_find_library", lambda name: f"lib{name}.so.1")
+    xdp = probe("xdp", load_config({"transports": {"xdp": {"interface": "lo"}}}))
+    assert xdp.details["interface_present"] is True
+    assert not xdp.available
+    assert xdp.reason == (
+        "the AF_XDP datapath is not built into this release (checks above would pass)"
+    )
+
+
+def test_disabled_is_a_reason() -> None:
+    cfg = load_config({"transports": {"dpdk": {"enabled": False}, "rdma": {"enabled": False}}})
+    assert "disabled by transports.dpdk.enabled" in probe("dpdk", cfg).reason
+    assert "disabled by transports.rdma.enabled" in probe("rdma", cfg).reason
+
+
+def test_rdma_reports_devices_and_pyverbs() -> None:
+    rdma = probe("rdma", load_config({}))
+    assert isinstance(rdma.details["devices"], list)
+    assert isinstance(rdma.details["pyverbs"], bool)
+    assert rdma.hardware_reliable
+    assert rdma.consumption == frozenset({"poll", "low"})
+
+
+def test_dpdk_reports_hugepages() -> None:
+    dpdk = probe("dpdk", load_config({}))
+    assert isinstance(dpdk.details["hugepages_total"], int)
+    assert "librte_eal" in dpdk.details
+
+
+def test_a_failing_probe_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom() -> int:
+        raise RuntimeError("no /proc here")
+
+    monkeypatch.setattr(registry, "_hugepages_total", boom)
+    dpdk = probe("dpdk", load_config({}))
+    assert not dpdk.available
+    assert dpdk.reason == "probe failed: RuntimeError: no /proc here"
+
+
+def test_unknown_name() -> None:
+    with pytest.raises(ValueError, match="unknown transport 'sctp'"):
+        probe("sctp", load_config({}))
+
+
+def test_transport_class_is_lazy_and_limited_to_implementations() -> None:
+    assert set(IMPLEMENTATIONS) == {"udp"}
+    assert IMPLEMENTATIONS["udp"] == "insane.transports.udp:UdpTransport"
+    with pytest.raises(KeyError):
+        registry.transport_class("xdp")
+
+
+def test_doctor_report_shape_and_json() -> None:
+    report = doctor_report(load_config({}))
+    assert json.loads(json.dumps(report)) == report
+    assert list(report) == ["transports"]
+    assert list(report["transports"]) == list(ALL_TRANSPORTS)
+    for entry in report["transports"].values():
+        assert set(entry) == {"available", "reason", "kernel_bypass", "checks"}
+        assert isinstance(entry["available"], bool)
+        assert isinstance(entry["reason"], str) and entry["reason"]
+        assert isinstance(entry["kernel_bypass"], bool)
+        assert isinstance(entry["checks"], dict)
+    assert report["transports"]["udp"]["available"] is True
+    assert report["transports"]["udp"]["kernel_bypass"] is False
+
+
+def test_format_doctor() -> None:
+    report = doctor_report(load_config({}))
+    text = format_doctor(report)
+    lines = text.splitlines()
+    heads = [line for line in lines if not line.startswith(" ")]
+    assert [h.split()[0] for h in heads] == list(ALL_TRANSPORTS)
+    assert any(h.startswith("udp") and "available" in h for h in heads)
+    assert any(line.strip() == "socket_bind: yes" for line in lines)
+    assert "transports.xdp.interface is not set" in text
