@@ -194,21 +194,22 @@ class Discovery:
             self.announce_to(addr)
 
     def _on_announce(self, sender: int, info: dict[str, Any], addr: Address, now: float) -> None:
+        reply = info.get("reply") is True
+        if reply:
+            # Answer first, so our announcement precedes our interest on the wire.
+            self._out.append((addr, wire.ANNOUNCE, self.announce_body(reply=False)))
         peer = self.peers.get(sender)
         if peer is None:
             peer = self._add_peer(sender, addr, now, info)
-            if self.interest_version > 0:
-                self._send_interest(peer, now)
         else:
             peer.last_seen = now
             peer.addr = addr
             self._describe(peer, info)
+            if reply:
+                self._send_interest(peer, now)
         iv = info.get("iv")
         if isinstance(iv, int) and iv > peer.interest_version:
             peer.advertised_version = max(peer.advertised_version, iv)
-        if info.get("reply") is True:
-            self._out.append((addr, wire.ANNOUNCE, self.announce_body(reply=False)))
-            self._send_interest(peer, now)
 
     @staticmethod
     def _describe(peer: Peer, info: dict[str, Any]) -> None:
@@ -221,10 +222,12 @@ class Discovery:
             peer.transports = tuple(t for t in transports if isinstance(t, str))[:8]
 
     def _add_peer(self, sender: int, addr: Address, now: float, info: dict[str, Any]) -> Peer:
+        """A new peer: record it and tell it what we subscribe to."""
         peer = Peer(peer_id=sender, addr=addr, last_seen=now)
         self._describe(peer, info)
         self.peers[sender] = peer
         self._events.append(PeerUp(peer))
+        self._send_interest(peer, now)
         return peer
 
     def _remove(self, peer_id: int, reason: str) -> None:
