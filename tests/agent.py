@@ -1,0 +1,188 @@
+"""A peer process that tests drive over stdin/stdout, one JSON object per line each way.
+
+    python tests/agent.py            # then send {"op": "connect", "config": {...}} ...
+
+Each command gets exactly one JSON reply (``{"ok": true, ...}`` or ``{"ok": false, "error":
+"ClassName", "message": ...}``). Received messages are recorded per subscription id, so a test
+can ask what arrived, in which order, and compare payload digests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import threading
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import insane  # noqa: E402
+from insane.metrics import STORE  # noqa: E402
+
+
+def payload(prefix: str, i: int, size: int) -> bytes:
+    head = f"{prefix}{i}|".encode()
+    if size <= len(head):
+        return head
+    return head + bytes((i + k) % 251 for k in range(size - len(head)))
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.session: insane.Session | None = None
+        self.received: dict[str, list[dict[str, Any]]] = {}
+        self.subs: dict[str, insane.Subscription] = {}
+        self.errors: list[str] = []
+
+    def _record(self, sid: str, msg: insane.Msg) -> None:
+        self.received.setdefault(sid, []).append(
+            {
+                "subject": msg.subject,
+                "size": len(msg.data),
+                "head": msg.data[:48].decode(errors="replace").split("|")[0],
+                "sha": hashlib.sha256(msg.data).hexdigest()[:16] if len(msg.data) > 48 else "",
+                "headers": msg.headers,
+                "reply": msg.reply,
+            }
+        )
+
+    async def op_connect(self, config: Any = None, name: str | None = None) -> dict[str, Any]:
+        self.session = await insane.connect(config, name=name)
+
+        def on_error(exc: Exception) -> None:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+        self.session.error_cb = on_error
+        return {"peer_id": f"{self.session.peer_id:016x}", "addr": list(self.session.address)}
+
+    def _s(self) -> insane.Session:
+        assert self.session is not None, "connect first"
+        return self.session
+
+    async def op_sub(self, subject: str, id: str, queue: str | None = None) -> dict[str, Any]:
+        self.received.setdefault(id, [])
+
+        async def cb(msg: insane.Msg) -> None:
+            self._record(id, msg)
+
+        self.subs[id] = await self._s().subscribe(subject, queue=queue, cb=cb)
+        return {}
+
+    async def op_unsub(self, id: str) -> dict[str, Any]:
+        await self.subs.pop(id).unsubscribe()
+        return {}
+
+    async def op_reply(self, subject: str, id: str, queue: str | None = None) -> dict[str, Any]:
+        me = self._s().name
+
+        async def cb(msg: insane.Msg) -> None:
+            self._record(id, msg)
+            await msg.respond(msg.data + b" from " + me.encode())
+
+        self.subs[id] = await self._s().subscribe(subject, queue=queue, cb=cb)
+        return {}
+
+    async def op_pub(
+        self,
+        subject: str,
+        count: int = 1,
+        size: int = 0,
+        prefix: str = "m",
+        headers: dict[str, str] | None = None,
+        subjects: list[str] | None = None,
+    ) -> dict[str, Any]:
+        s = self._s()
+        for i in range(count):
+            subj = subjects[i % len(subjects)] if subjects else subject
+            await s.publish(subj, payload(prefix, i, size), headers=headers)
+        await s.flush()
+        return {"sent": count, "sha_last": hashlib.sha256(payload(prefix, count - 1, size)).hexdigest()[:16]}
+
+    async def op_request(self, subject: str, data: str = "", timeout: float = 2.0) -> dict[str, Any]:
+        msg = await self._s().request(subject, data.encode(), timeout=timeout)
+        return {"data": msg.data.decode(errors="replace")}
+
+    async def op_received(self, id: str, full: bool = False) -> dict[str, Any]:
+        msgs = self.received.get(id, [])
+        return {"count": len(msgs), "msgs": msgs if full else msgs[-3:]}
+
+    async def op_wait_received(self, id: str, count: int, timeout: float = 10.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.received.get(id, [])) < count and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return await self.op_received(id, full=True)
+
+    async def op_peers(self) -> dict[str, Any]:
+        return {"peers": sorted(p.name for p in self._s().peers)}
+
+    async def op_wait_peers(self, names: list[str], timeout: float = 5.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            have = {p.name for p in self._s().peers}
+            if set(names) <= have:
+                break
+            await asyncio.sleep(0.02)
+        return await self.op_peers()
+
+    async def op_wait_gone(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < timeout:
+            if name not in {p.name for p in self._s().peers}:
+                return {"gone": True, "after": loop.time() - start}
+            await asyncio.sleep(0.02)
+        return {"gone": False, "after": loop.time() - start}
+
+    async def op_metric(self, name: str, **labels: str) -> dict[str, Any]:
+        return {"value": STORE.total(name, **labels)}
+
+    async def op_route(self, subject: str) -> dict[str, Any]:
+        r = self._s().route_for(subject)
+        return {"transport": r.transport, "wanted": r.wanted, "fallback": r.fallback}
+
+    async def op_errors(self) -> dict[str, Any]:
+        return {"errors": self.errors}
+
+    async def op_close(self) -> dict[str, Any]:
+        if self.session is not None:
+            await self.session.close()
+        return {}
+
+
+async def main() -> None:
+    agent = Agent()
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read, daemon=True).start()
+    print(json.dumps({"ok": True, "ready": True, "pid": os.getpid()}), flush=True)
+    while True:
+        line = await lines.get()
+        if line is None:
+            break
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        try:
+            result = await getattr(agent, f"op_{op}")(**cmd)
+            reply = {"ok": True, **result}
+        except Exception as exc:
+            reply = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+        print(json.dumps(reply), flush=True)
+        if op == "close":
+            break
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
