@@ -2,7 +2,7 @@
 
 A subject is dot-separated tokens (``orders.eu.new``). Patterns may use ``*`` for exactly one
 token and ``>`` (last token only) for one or more remaining tokens. Tokens are non-empty and
-contain no whitespace.
+contain no whitespace. As in NATS, ``*`` or ``>`` inside a longer token (``a.b*``) is literal.
 """
 
 from __future__ import annotations
@@ -33,10 +33,6 @@ def _check_tokens(subject: str, *, wildcards: bool) -> tuple[str, ...]:
                 raise SubjectError(f"invalid subject {subject!r}: wildcards are not allowed here")
             if tok == ">" and i != last:
                 raise SubjectError(f"invalid subject {subject!r}: '>' must be the last token")
-        elif ("*" in tok or ">" in tok) and wildcards:
-            raise SubjectError(
-                f"invalid subject {subject!r}: wildcard inside token {tok!r} (use a whole token)"
-            )
     return tokens
 
 

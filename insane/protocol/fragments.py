@@ -10,9 +10,12 @@ inconsistent fragments (hostile or corrupt) discard the message; nothing here ra
 from __future__ import annotations
 
 import bisect
+import collections
 from dataclasses import dataclass, field
 
 from insane.protocol import wire
+
+_COMPLETED_MEMORY = 4096
 
 
 class Fragmenter:
@@ -66,6 +69,8 @@ class Reassembler:
         self.max_pending_bytes = max_pending_bytes
         self.timeout = timeout
         self._partials: dict[tuple[int, int], _Partial] = {}
+        #: Recently completed messages, so a late duplicate fragment does not start them anew.
+        self._completed: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
         self._pending_bytes = 0
         #: Reasons for discarded messages since the last ``take_drops`` (metric labels).
         self._drops: list[str] = []
@@ -91,6 +96,9 @@ class Reassembler:
         key = (sender, msg_id)
         part = self._partials.get(key)
         if part is None:
+            if key in self._completed:
+                self._drops.append("duplicate")
+                return None
             if total > self.max_message:
                 self._drops.append("too_large")
                 return None
@@ -123,6 +131,9 @@ class Reassembler:
             return None
         del self._partials[key]
         self._pending_bytes -= total
+        self._completed[key] = None
+        if len(self._completed) > _COMPLETED_MEMORY:
+            self._completed.popitem(last=False)
         return Reassembled(sender, inner_type, bytes(part.buf))
 
     def _discard(self, key: tuple[int, int], reason: str) -> None:
