@@ -50,7 +50,9 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--subscriber":
         asyncio.run(subscriber())
         return 0
-    child = subprocess.Popen([sys.executable, __file__, "--subscriber"], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--subscriber"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None
         line = child.stdout.readline()

@@ -1,10 +1,10 @@
 """INSANE for Python: broker-less publish/subscribe with declarative QoS.
 
-    import insane
-    async with insane.connect() as s:
-        sub = await s.subscribe("orders.>")
-        await s.publish("orders.eu.new", b"hello")
-        msg = await sub.next_msg(timeout=1)
+import insane
+async with insane.connect() as s:
+    sub = await s.subscribe("orders.>")
+    await s.publish("orders.eu.new", b"hello")
+    msg = await sub.next_msg(timeout=1)
 """
 
 from insane import errors

@@ -46,7 +46,9 @@ async def _pub(args: argparse.Namespace) -> int:
         for i in range(args.count):
             payload = data.replace(b"{i}", str(i).encode())
             if args.request:
-                reply = await s.request(args.subject, payload, timeout=args.timeout, headers=headers)
+                reply = await s.request(
+                    args.subject, payload, timeout=args.timeout, headers=headers
+                )
                 print(reply.data.decode(errors="replace"), flush=True)
             else:
                 await s.publish(args.subject, payload, headers=headers)
@@ -61,8 +63,10 @@ async def _sub(args: argparse.Namespace) -> int:
 
     async with insane.connect(args.config, name=args.name) as s:
         sub = await s.subscribe(args.subject, queue=args.queue)
-        print(f"listening on {args.subject}" + (f" (queue {args.queue})" if args.queue else ""),
-              flush=True)
+        print(
+            f"listening on {args.subject}" + (f" (queue {args.queue})" if args.queue else ""),
+            flush=True,
+        )
         n = 0
         async for msg in sub.messages:
             n += 1
@@ -93,20 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = qos.add_parser("explain", help="why a subject goes where it goes")
     _config_arg(p)
     p.add_argument("subject")
-    p.add_argument("--peer", help="transports the peer advertises, comma separated (default: as ours)")
+    p.add_argument(
+        "--peer", help="transports the peer advertises, comma separated (default: as ours)"
+    )
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("pub", help="publish messages")
     _config_arg(p)
     p.add_argument("subject")
-    p.add_argument("data", nargs="?", default="", help="payload; {i} is replaced by the message number")
+    p.add_argument(
+        "data", nargs="?", default="", help="payload; {i} is replaced by the message number"
+    )
     p.add_argument("-n", "--count", type=int, default=1)
     p.add_argument("--interval", type=float, default=0.0, help="seconds between messages")
     p.add_argument("-H", "--header", action="append", help="KEY=VALUE, repeatable")
     p.add_argument("--request", action="store_true", help="send as request, print replies")
     p.add_argument("--timeout", type=float, default=2.0)
-    p.add_argument("--wait-for-peers", type=float, default=0.0, metavar="SECONDS",
-                   help="wait up to this long for at least one peer before publishing")
+    p.add_argument(
+        "--wait-for-peers",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for at least one peer before publishing",
+    )
     p.add_argument("--name")
     p.set_defaults(func=lambda a: asyncio.run(_pub(a)))
 

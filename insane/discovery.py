@@ -134,7 +134,9 @@ class Discovery:
 
     # ------------------------------------------------------------------ input
 
-    def on_frame(self, sender: int, ftype: int, body: memoryview | bytes, addr: Address, now: float) -> None:
+    def on_frame(
+        self, sender: int, ftype: int, body: memoryview | bytes, addr: Address, now: float
+    ) -> None:
         """Handle one control frame. Raises ``wire.WireError`` for a malformed body."""
         view = memoryview(body)
         if ftype == wire.ANNOUNCE:
@@ -245,7 +247,10 @@ class Discovery:
             if now - peer.last_seen > self.peer_timeout:
                 self._remove(peer.peer_id, "timeout")
         for peer in self.peers.values():
-            if peer.acked_version < self.interest_version and now - peer.interest_sent_at >= self.retransmit:
+            if (
+                peer.acked_version < self.interest_version
+                and now - peer.interest_sent_at >= self.retransmit
+            ):
                 self._send_interest(peer, now)
         if now - self._last_heartbeat >= self.heartbeat_interval:
             self._last_heartbeat = now

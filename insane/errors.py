@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from insane.subjects import SubjectError
 
 
@@ -9,7 +11,7 @@ class InsaneError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class TimeoutError(InsaneError, TimeoutError):  # noqa: A001 - mirrors nats.errors.TimeoutError
+class TimeoutError(InsaneError, builtins.TimeoutError):
     """A request, ``next_msg`` or flush did not complete in time."""
 
 
@@ -33,7 +35,9 @@ class SlowConsumerError(InsaneError):
     """A subscription's pending limits were hit and messages were dropped for it."""
 
     def __init__(self, subject: str, sid: int, reason: str = "") -> None:
-        super().__init__(f"slow consumer on {subject!r} (sid {sid}){': ' + reason if reason else ''}")
+        super().__init__(
+            f"slow consumer on {subject!r} (sid {sid}){': ' + reason if reason else ''}"
+        )
         self.subject = subject
         self.sid = sid
 

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 class Msg:
-    """A received message: ``subject``, ``data``, ``reply``, ``headers``; ``respond()`` answers it."""
+    """A received message: ``subject``, ``data``, ``reply``, ``headers``; ``respond()`` replies."""
 
     __slots__ = ("_session", "data", "headers", "reply", "sid", "subject")
 

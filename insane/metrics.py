@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,16 +18,48 @@ from prometheus_client.registry import Collector
 
 #: name -> (kind, help, label names)
 CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "insane_messages_sent": ("counter", "Messages handed to a transport, per destination peer copy.", ("transport", "channel")),
-    "insane_messages_received": ("counter", "Messages received from the network.", ("transport", "channel")),
+    "insane_messages_sent": (
+        "counter",
+        "Messages handed to a transport, per destination peer copy.",
+        ("transport", "channel"),
+    ),
+    "insane_messages_received": (
+        "counter",
+        "Messages received from the network.",
+        ("transport", "channel"),
+    ),
     "insane_bytes_sent": ("counter", "Payload bytes of sent messages.", ("transport", "channel")),
-    "insane_bytes_received": ("counter", "Payload bytes of received messages.", ("transport", "channel")),
-    "insane_messages_delivered": ("counter", "Messages delivered to local subscriptions.", ("channel",)),
+    "insane_bytes_received": (
+        "counter",
+        "Payload bytes of received messages.",
+        ("transport", "channel"),
+    ),
+    "insane_messages_delivered": (
+        "counter",
+        "Messages delivered to local subscriptions.",
+        ("channel",),
+    ),
     "insane_datagrams_sent": ("counter", "Datagrams handed to a transport.", ("transport",)),
-    "insane_datagrams_received": ("counter", "Datagrams received from a transport.", ("transport",)),
-    "insane_dropped": ("counter", "Datagrams, frames or messages dropped, by reason.", ("transport", "reason")),
-    "insane_policy_fallbacks": ("counter", "Routes that fell back from the transport the QoS wanted.", ("channel", "wanted", "got", "reason")),
-    "insane_peers_alive": ("gauge", "Peers currently alive, as seen by sessions of this process.", ()),
+    "insane_datagrams_received": (
+        "counter",
+        "Datagrams received from a transport.",
+        ("transport",),
+    ),
+    "insane_dropped": (
+        "counter",
+        "Datagrams, frames or messages dropped, by reason.",
+        ("transport", "reason"),
+    ),
+    "insane_policy_fallbacks": (
+        "counter",
+        "Routes that fell back from the transport the QoS wanted.",
+        ("channel", "wanted", "got", "reason"),
+    ),
+    "insane_peers_alive": (
+        "gauge",
+        "Peers currently alive, as seen by sessions of this process.",
+        (),
+    ),
 }
 
 
@@ -96,7 +129,7 @@ class _Store(Collector):
 STORE = _Store()
 REGISTRY.register(STORE)
 
-_servers: dict[tuple[str, int], object] = {}
+_servers: dict[tuple[str, int], Any] = {}
 _server_lock = threading.Lock()
 
 
@@ -112,4 +145,4 @@ def serve(bind: str, port: int) -> int:
                 _servers[(bind, bound)] = server
             return bound
         server = _servers[key]
-        return int(server.server_address[1])  # type: ignore[attr-defined]
+        return int(server.server_address[1])

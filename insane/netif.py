@@ -67,7 +67,7 @@ def by_address(addr: str) -> Interface | None:
 
 
 def resolve_bind(bind: str) -> str:
-    """Turn ``transports.udp.bind`` (an IPv4 address, ``0.0.0.0`` or an interface name) into an address."""
+    """Resolve ``transports.udp.bind``: an IPv4 address, ``0.0.0.0`` or an interface name."""
     try:
         ipaddress.IPv4Address(bind)
         return bind

@@ -87,8 +87,11 @@ class Session:
         self._reassembler = Reassembler(max_message=self.max_payload + 65536)
         udp = config.transports.udp
         self._udp = UdpTransport(
-            udp.bind, udp.port, max_datagram=udp.max_datagram,
-            rcvbuf=udp.rcvbuf or 0, sndbuf=udp.sndbuf or 0,
+            udp.bind,
+            udp.port,
+            max_datagram=udp.max_datagram,
+            rcvbuf=udp.rcvbuf or 0,
+            sndbuf=udp.sndbuf or 0,
         )
         self._header = wire.encode_header(self.domain, self.peer_id)
         self._max_body = 0
@@ -172,7 +175,9 @@ class Session:
             return
         data = self._header + wire.frame(wire.ANNOUNCE, self._discovery.announce_body(reply=True))
         for iface in self._mcast.interfaces:
-            multicast.send_beacon(self._udp.socket, data, self._mcast.group, self._mcast.port, iface)
+            multicast.send_beacon(
+                self._udp.socket, data, self._mcast.group, self._mcast.port, iface
+            )
 
     async def _settle(self, expected: set[Address]) -> None:
         """Wait (bounded by ``discovery.settle``) until the peers we announced to have answered
@@ -230,7 +235,9 @@ class Session:
         known = {p.addr for p in self._discovery.peers.values()}
         targets = set(self._static_peers)
         if self._registry is not None:
-            targets.update(a for pid, a in self._registry.peers().items() if pid not in self._discovery.peers)
+            targets.update(
+                a for pid, a in self._registry.peers().items() if pid not in self._discovery.peers
+            )
         for t in targets - known:
             self._discovery.announce_to(t)
 
@@ -324,7 +331,9 @@ class Session:
         if self._closed:
             raise errors.ConnectionClosedError("session closed")
         if len(data) > self.max_payload:
-            raise errors.MaxPayloadError(f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}")
+            raise errors.MaxPayloadError(
+                f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}"
+            )
         ch = self._channel(subject)
         if reply:
             try:
@@ -355,7 +364,11 @@ class Session:
                 peers = [p for p in peers if p not in chosen]
         if peers:
             body = wire.encode_msg_body(
-                ch.subject_bytes, reply.encode() if reply else b"", wire.encode_headers(headers), (), payload
+                ch.subject_bytes,
+                reply.encode() if reply else b"",
+                wire.encode_headers(headers),
+                (),
+                payload,
             )
             for peer_id in peers:
                 self._send_msg(peer_id, ch, body, len(payload))
@@ -383,10 +396,16 @@ class Session:
             reason = route.reasons[0] if route.reasons else "unavailable"
             log.info(
                 "channel %s to peer %s: wanted %s, using %s (%s)",
-                ch.pattern, peer.name or f"{peer.peer_id:016x}", route.wanted, route.transport, reason,
+                ch.pattern,
+                peer.name or f"{peer.peer_id:016x}",
+                route.wanted,
+                route.transport,
+                reason,
             )
             short = "unavailable" if "available" in reason or "not built" in reason else "peer"
-            STORE.cell("insane_policy_fallbacks", ch.pattern, route.wanted, route.transport, short).value += 1
+            STORE.cell(
+                "insane_policy_fallbacks", ch.pattern, route.wanted, route.transport, short
+            ).value += 1
 
     def _send_frame(self, addr: Address, ftype: int, body: bytes) -> None:
         if len(body) <= self._max_body:
@@ -463,7 +482,9 @@ class Session:
         self._router.add_local(LocalSub(sid, subject, queue or "", sub._deliver))
         v = self._discovery.set_interest(self._router.local_interest(), self._loop.time())
         self._pump()
-        await self._wait_for(lambda: not self._discovery.unacked_peers(v), self.config.discovery.settle * 4)
+        await self._wait_for(
+            lambda: not self._discovery.unacked_peers(v), self.config.discovery.settle * 4
+        )
         return sub
 
     def _remove_subscription(self, sub: Subscription) -> None:
@@ -611,7 +632,9 @@ class Session:
             if isinstance(ev, InterestChanged):
                 self._router.set_remote(ev.peer.peer_id, ev.peer.interest)
             elif isinstance(ev, PeerUp):
-                log.info("peer up: %s (%016x) at %s:%d", ev.peer.name, ev.peer.peer_id, *ev.peer.addr)
+                log.info(
+                    "peer up: %s (%016x) at %s:%d", ev.peer.name, ev.peer.peer_id, *ev.peer.addr
+                )
             elif isinstance(ev, PeerDown):
                 log.info("peer down (%s): %s (%016x)", ev.reason, ev.peer.name, ev.peer.peer_id)
                 self._router.drop_remote(ev.peer.peer_id)
@@ -637,8 +660,10 @@ class Session:
     def route_for(self, subject: str, peer: Peer | None = None) -> Any:
         """The policy's route for ``subject`` toward ``peer`` (or a peer like us)."""
         ch = self._channel(subject)
-        transports = peer.transports if peer is not None else tuple(
-            n for n, c in self._capabilities.items() if c.available
+        transports = (
+            peer.transports
+            if peer is not None
+            else tuple(n for n, c in self._capabilities.items() if c.available)
         )
         return choose_route(ch.qos, self._capabilities, transports)
 

@@ -141,7 +141,9 @@ class Subscription:
     async def next_msg(self, timeout: float | None = 1.0) -> Msg:
         """The next pending message; raises ``errors.TimeoutError`` when none comes in time."""
         if self._cb is not None:
-            raise errors.InsaneError("next_msg() is not available on a subscription with a callback")
+            raise errors.InsaneError(
+                "next_msg() is not available on a subscription with a callback"
+            )
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not self._pending:
@@ -214,4 +216,9 @@ class Subscription:
         return self.messages
 
     def _info(self) -> dict[str, Any]:
-        return {"sid": self.sid, "subject": self.subject, "queue": self.queue, "pending": len(self._pending)}
+        return {
+            "sid": self.sid,
+            "subject": self.subject,
+            "queue": self.queue,
+            "pending": len(self._pending),
+        }

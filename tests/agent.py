@@ -19,8 +19,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import insane  # noqa: E402
-from insane.metrics import STORE  # noqa: E402
+import insane
+from insane.metrics import STORE
 
 
 def payload(prefix: str, i: int, size: int) -> bytes:
@@ -99,9 +99,14 @@ class Agent:
             subj = subjects[i % len(subjects)] if subjects else subject
             await s.publish(subj, payload(prefix, i, size), headers=headers)
         await s.flush()
-        return {"sent": count, "sha_last": hashlib.sha256(payload(prefix, count - 1, size)).hexdigest()[:16]}
+        return {
+            "sent": count,
+            "sha_last": hashlib.sha256(payload(prefix, count - 1, size)).hexdigest()[:16],
+        }
 
-    async def op_request(self, subject: str, data: str = "", timeout: float = 2.0) -> dict[str, Any]:
+    async def op_request(
+        self, subject: str, data: str = "", timeout: float = 2.0
+    ) -> dict[str, Any]:
         msg = await self._s().request(subject, data.encode(), timeout=timeout)
         return {"data": msg.data.decode(errors="replace")}
 

@@ -52,7 +52,9 @@ class AgentProcess:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"agent did not answer in {timeout}s; stderr:\n{self.stderr}") from None
+            raise AssertionError(
+                f"agent did not answer in {timeout}s; stderr:\n{self.stderr}"
+            ) from None
         if line is None:
             raise AssertionError(f"agent exited ({self.proc.poll()}); stderr:\n{self.stderr}")
         result: dict[str, Any] = json.loads(line)

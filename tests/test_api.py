@@ -24,14 +24,18 @@ async def pair() -> AsyncIterator[tuple[insane.Session, insane.Session]]:
         await b.close()
 
 
-async def test_sessions_in_one_process_find_each_other(pair: tuple[insane.Session, insane.Session]) -> None:
+async def test_sessions_in_one_process_find_each_other(
+    pair: tuple[insane.Session, insane.Session],
+) -> None:
     a, b = pair
     assert [p.name for p in a.peers] == ["b"]
     assert [p.name for p in b.peers] == ["a"]
     assert a.peer_id != b.peer_id
 
 
-async def test_async_iteration_and_next_msg_timeout(pair: tuple[insane.Session, insane.Session]) -> None:
+async def test_async_iteration_and_next_msg_timeout(
+    pair: tuple[insane.Session, insane.Session],
+) -> None:
     a, b = pair
     sub = await b.subscribe("x.*")
     with pytest.raises(errors.TimeoutError):
@@ -46,7 +50,9 @@ async def test_async_iteration_and_next_msg_timeout(pair: tuple[insane.Session, 
     assert got == [("x.0", b"0"), ("x.1", b"1"), ("x.2", b"2")]
 
 
-async def test_local_delivery_within_one_session(pair: tuple[insane.Session, insane.Session]) -> None:
+async def test_local_delivery_within_one_session(
+    pair: tuple[insane.Session, insane.Session],
+) -> None:
     a, _ = pair
     sub = await a.subscribe("self")
     await a.publish("self", b"me")
@@ -68,7 +74,9 @@ async def test_unsubscribe_with_limit(pair: tuple[insane.Session, insane.Session
     assert a._router.plan("lim").empty  # the peer has withdrawn its interest
 
 
-async def test_callback_subscription_and_respond(pair: tuple[insane.Session, insane.Session]) -> None:
+async def test_callback_subscription_and_respond(
+    pair: tuple[insane.Session, insane.Session],
+) -> None:
     a, b = pair
 
     async def double(msg: insane.Msg) -> None:
@@ -81,7 +89,9 @@ async def test_callback_subscription_and_respond(pair: tuple[insane.Session, ins
         await a.request("svc.none", b"")
 
 
-async def test_request_times_out_when_responder_is_silent(pair: tuple[insane.Session, insane.Session]) -> None:
+async def test_request_times_out_when_responder_is_silent(
+    pair: tuple[insane.Session, insane.Session],
+) -> None:
     a, b = pair
     await b.subscribe("svc.silent")
     with pytest.raises(errors.TimeoutError):
@@ -100,7 +110,9 @@ async def test_bad_subjects_raise(pair: tuple[insane.Session, insane.Session]) -
         await a.subscribe("a.>.b")
 
 
-async def test_drain_delivers_pending_then_closes(pair: tuple[insane.Session, insane.Session]) -> None:
+async def test_drain_delivers_pending_then_closes(
+    pair: tuple[insane.Session, insane.Session],
+) -> None:
     a, b = pair
     seen: list[bytes] = []
 
@@ -160,7 +172,9 @@ async def test_connect_as_context_manager() -> None:
     assert s.is_closed
 
 
-async def test_malformed_datagrams_are_counted_and_dropped(pair: tuple[insane.Session, insane.Session]) -> None:
+async def test_malformed_datagrams_are_counted_and_dropped(
+    pair: tuple[insane.Session, insane.Session],
+) -> None:
     import socket
 
     from insane.metrics import STORE
@@ -168,7 +182,10 @@ async def test_malformed_datagrams_are_counted_and_dropped(pair: tuple[insane.Se
 
     a, b = pair
     sub = await b.subscribe("ok")
-    before = {r: STORE.value("insane_dropped", "udp", r) for r in ("foreign", "truncated", "foreign_domain")}
+    before = {
+        r: STORE.value("insane_dropped", "udp", r)
+        for r in ("foreign", "truncated", "foreign_domain")
+    }
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.sendto(b"garbage!" * 4, b.address)

@@ -15,10 +15,16 @@ CLI = [sys.executable, "-m", "insane.cli"]
 REPO = str(Path(__file__).resolve().parent.parent)
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": REPO, **(env or {})}, cwd=cwd,
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": REPO, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -55,7 +61,9 @@ def test_pub_and_sub_between_processes(tmp_path: Path) -> None:
     cfg = tmp_path / "insane.yaml"
     cfg.write_text(f"domain: {random.randrange(1, 2**32)}\n")
     env = {**os.environ, "PYTHONPATH": REPO, "INSANE_CONFIG": str(cfg)}
-    sub = subprocess.Popen([*CLI, "sub", "greet.*", "-n", "3"], stdout=subprocess.PIPE, text=True, env=env)
+    sub = subprocess.Popen(
+        [*CLI, "sub", "greet.*", "-n", "3"], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert sub.stdout is not None
         assert "listening" in sub.stdout.readline()

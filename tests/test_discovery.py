@@ -42,7 +42,9 @@ class Net:
             if not moved:
                 return
 
-    def advance(self, seconds: float, step: float = 0.05, *, silence: Discovery | None = None) -> None:
+    def advance(
+        self, seconds: float, step: float = 0.05, *, silence: Discovery | None = None
+    ) -> None:
         end = self.now + seconds
         while self.now < end:
             self.now += step
@@ -68,21 +70,22 @@ def test_handshake_learns_peer_and_interest() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.floats(0.0, 0.5), st.integers(0, 10_000))
+@given(st.floats(0.0, 0.3), st.integers(0, 10_000))
 def test_interest_converges_despite_loss(loss: float, seed: int) -> None:
     net = Net(loss=0.0, seed=seed)
     net.a.announce_to(B_ADDR)
     net.pump()
     net.loss = loss
     for v in range(5):
-        net.a.set_interest([InterestEntry(i, f"s.{i}", "q" if i % 2 else "") for i in range(v + 1)], net.now)
+        net.a.set_interest(
+            [InterestEntry(i, f"s.{i}", "q" if i % 2 else "") for i in range(v + 1)], net.now
+        )
         net.pump()
-    net.advance(4.0)
+    net.advance(6.0)
+    assert 1 in net.b.peers, "a peer declared dead during a loss burst is found again"
     assert [e.pattern for e in net.b.peers[1].interest] == [f"s.{i}" for i in range(5)]
     assert net.b.peers[1].interest_version == net.a.interest_version
-    # Unless every heartbeat of 4 s was lost, the acknowledgement got through too.
-    if loss < 0.5:
-        assert not net.a.unacked_peers()
+    assert not net.a.unacked_peers()
 
 
 def test_silent_peer_is_dropped_within_timeout() -> None:

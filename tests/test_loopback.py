@@ -48,7 +48,11 @@ def test_wildcards_and_order_across_processes(spawn: Callable[[str], AgentProces
     assert tail["count"] == 300
     assert lit["count"] == 100
     assert {m["subject"] for m in star["msgs"]} == {"orders.eu.new", "orders.us.new"}
-    assert {m["subject"] for m in tail["msgs"]} == {"orders.eu.new", "orders.us.new", "orders.eu.cancel"}
+    assert {m["subject"] for m in tail["msgs"]} == {
+        "orders.eu.new",
+        "orders.us.new",
+        "orders.eu.cancel",
+    }
     # Per-publisher order: the sequence numbers arrive increasing.
     seq = [int(m["head"][1:]) for m in tail["msgs"]]
     assert seq == sorted(seq)
@@ -67,7 +71,9 @@ def test_both_directions_and_headers(spawn: Callable[[str], AgentProcess]) -> No
     assert got_a["msgs"][0]["headers"] is None
 
 
-def test_queue_group_delivers_each_message_exactly_once(spawn: Callable[[str], AgentProcess]) -> None:
+def test_queue_group_delivers_each_message_exactly_once(
+    spawn: Callable[[str], AgentProcess],
+) -> None:
     workers = [spawn(f"w{i}") for i in range(3)]
     for w in workers:
         w.ok("sub", subject="jobs.*", id="q", queue="workers")
@@ -80,7 +86,9 @@ def test_queue_group_delivers_each_message_exactly_once(spawn: Callable[[str], A
     deadline = time.monotonic() + 10
     per_worker: list[list[str]] = []
     while time.monotonic() < deadline:
-        per_worker = [[m["head"] for m in w.ok("received", id="q", full=True)["msgs"]] for w in workers]
+        per_worker = [
+            [m["head"] for m in w.ok("received", id="q", full=True)["msgs"]] for w in workers
+        ]
         if sum(map(len, per_worker)) >= n:
             break
         time.sleep(0.05)
@@ -97,7 +105,10 @@ def test_request_reply_and_no_responders(spawn: Callable[[str], AgentProcess]) -
     server.ok("reply", subject="svc.echo", id="srv")
     client = spawn("client")
     for i in range(20):
-        assert client.ok("request", subject="svc.echo", data=f"hi {i}")["data"] == f"hi {i} from server"
+        assert (
+            client.ok("request", subject="svc.echo", data=f"hi {i}")["data"]
+            == f"hi {i} from server"
+        )
     r = client.call("request", subject="svc.nobody", data="x")
     assert r["ok"] is False and r["error"] == "NoRespondersError"
 

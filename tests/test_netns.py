@@ -22,7 +22,9 @@ def agents() -> Iterator[list[AgentProcess]]:
         a.stop()
 
 
-def start(agents: list[AgentProcess], host: Host, name: str, config: dict[str, Any]) -> AgentProcess:
+def start(
+    agents: list[AgentProcess], host: Host, name: str, config: dict[str, Any]
+) -> AgentProcess:
     a = AgentProcess(cmd_prefix=host.wrap([]))
     agents.append(a)
     a.ok("connect", config=config, name=name)
@@ -49,7 +51,9 @@ def exchange_both_ways(a: AgentProcess, b: AgentProcess) -> None:
     assert {m["size"] for m in got_a["msgs"]} == {3000}
 
 
-def test_multicast_discovery_and_pubsub_both_ways(netns_pair: Lan, agents: list[AgentProcess]) -> None:
+def test_multicast_discovery_and_pubsub_both_ways(
+    netns_pair: Lan, agents: list[AgentProcess]
+) -> None:
     ha, hb = netns_pair
     domain = random.randrange(1, 2**32)
     a = start(agents, ha, "a", lan_config(ha, domain))

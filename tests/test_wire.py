@@ -17,18 +17,35 @@ headers = st.none() | st.dictionaries(text, st.text(max_size=40), min_size=1, ma
     subject=text,
     reply=st.text(max_size=40),
     hdrs=headers,
-    queues=st.lists(st.text(min_size=1, max_size=20).filter(lambda q: len(q.encode()) < 256), max_size=3),
+    queues=st.lists(
+        st.text(min_size=1, max_size=20).filter(lambda q: len(q.encode()) < 256), max_size=3
+    ),
     payload=st.binary(max_size=2000),
 )
-def test_msg_round_trip(subject: str, reply: str, hdrs: dict[str, str] | None, queues: list[str], payload: bytes) -> None:
+def test_msg_round_trip(
+    subject: str, reply: str, hdrs: dict[str, str] | None, queues: list[str], payload: bytes
+) -> None:
     body = wire.encode_msg_body(
-        subject.encode(), reply.encode(), wire.encode_headers(hdrs), tuple(q.encode() for q in queues), payload
+        subject.encode(),
+        reply.encode(),
+        wire.encode_headers(hdrs),
+        tuple(q.encode() for q in queues),
+        payload,
     )
     m = wire.decode_msg(body)
-    assert (m.subject, m.reply, m.headers, m.queues, m.payload) == (subject, reply, hdrs, tuple(queues), payload)
+    assert (m.subject, m.reply, m.headers, m.queues, m.payload) == (
+        subject,
+        reply,
+        hdrs,
+        tuple(queues),
+        payload,
+    )
 
 
-@given(st.integers(0, 2**32 - 1), st.lists(st.tuples(st.integers(0, 2**32 - 1), text, st.text(max_size=10)), max_size=20))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(st.tuples(st.integers(0, 2**32 - 1), text, st.text(max_size=10)), max_size=20),
+)
 def test_interest_round_trip(version: int, entries: list[tuple[int, str, str]]) -> None:
     es = [wire.InterestEntry(*e) for e in entries]
     assert wire.decode_interest(wire.encode_interest_body(version, es)) == (version, es)
@@ -36,7 +53,10 @@ def test_interest_round_trip(version: int, entries: list[tuple[int, str, str]]) 
 
 def test_datagram_round_trip_with_several_frames() -> None:
     header = wire.encode_header(7, 0xDEADBEEF)
-    frames = [wire.frame(wire.MSG, wire.encode_msg_body(b"a.b", b"", b"", (), bytes([i]) * i)) for i in range(50)]
+    frames = [
+        wire.frame(wire.MSG, wire.encode_msg_body(b"a.b", b"", b"", (), bytes([i]) * i))
+        for i in range(50)
+    ]
     datagrams = wire.pack_datagrams(header, frames, 600)
     assert len(datagrams) > 1
     assert all(len(d) <= 600 for d in datagrams)
@@ -102,8 +122,13 @@ def test_garbage_raises_only_wire_error(data: bytes) -> None:
 @given(st.data())
 def test_mutated_valid_datagrams_raise_only_wire_error(data: st.DataObject) -> None:
     body = wire.encode_msg_body(b"a.b", b"r", wire.encode_headers({"k": "v"}), (b"q",), b"payload")
-    good = bytearray(wire.encode_header(0, 1) + wire.frame(wire.MSG, body) + wire.frame(wire.INTEREST,
-                     wire.encode_interest_body(1, [wire.InterestEntry(1, "x.>", "")])))
+    good = bytearray(
+        wire.encode_header(0, 1)
+        + wire.frame(wire.MSG, body)
+        + wire.frame(
+            wire.INTEREST, wire.encode_interest_body(1, [wire.InterestEntry(1, "x.>", "")])
+        )
+    )
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(good) - 1))
         good[i] = data.draw(st.integers(0, 255))
@@ -115,7 +140,9 @@ def test_mutated_valid_datagrams_raise_only_wire_error(data: st.DataObject) -> N
 
 
 @given(st.binary(min_size=1, max_size=5000), st.integers(1, 700), st.randoms(use_true_random=False))
-def test_fragments_reassemble_in_any_order_with_duplicates(body: bytes, chunk: int, rnd: object) -> None:
+def test_fragments_reassemble_in_any_order_with_duplicates(
+    body: bytes, chunk: int, rnd: object
+) -> None:
     import random
 
     assert isinstance(rnd, random.Random)

@@ -1,1 +1,1 @@
-"""Sans-IO protocol: the wire codec, fragmentation and (later) reliability. No sockets, no sleeps."""
+"""Sans-IO protocol: wire codec, fragmentation (and reliability). No sockets, no sleeps."""

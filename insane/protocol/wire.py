@@ -111,7 +111,9 @@ def decode_header(data: bytes | memoryview) -> DatagramHeader:
     return DatagramHeader(version, flags, domain, sender)
 
 
-def iter_frames(data: bytes | memoryview, start: int = HEADER_SIZE) -> list[tuple[int, int, memoryview]]:
+def iter_frames(
+    data: bytes | memoryview, start: int = HEADER_SIZE
+) -> list[tuple[int, int, memoryview]]:
     """Split a datagram body into (type, flags, body) triples; raise if any length is wrong."""
     view = memoryview(data)
     end = len(view)
@@ -185,7 +187,7 @@ def heartbeat_body(interest_version: int, sent_ns: int, echo_ns: int, hold_ns: i
 def decode_heartbeat(body: memoryview) -> tuple[int, int, int, int]:
     if len(body) != _HEARTBEAT.size:
         raise WireError("malformed", "heartbeat size")
-    return _HEARTBEAT.unpack_from(body)  # type: ignore[return-value]
+    return _HEARTBEAT.unpack_from(body)
 
 
 def u32_body(value: int) -> bytes:
@@ -266,7 +268,9 @@ def decode_headers(view: memoryview) -> dict[str, str]:
         if pos + kl + vl > len(view):
             raise WireError("truncated", "header text")
         try:
-            out[bytes(view[pos : pos + kl]).decode()] = bytes(view[pos + kl : pos + kl + vl]).decode()
+            out[bytes(view[pos : pos + kl]).decode()] = bytes(
+                view[pos + kl : pos + kl + vl]
+            ).decode()
         except UnicodeDecodeError:
             raise WireError("malformed", "header is not UTF-8") from None
         pos += kl + vl
@@ -331,7 +335,9 @@ def decode_msg(body: memoryview | bytes) -> Message:
 # Fragments
 
 
-def encode_frag(msg_id: int, total: int, offset: int, inner_type: int, chunk: bytes | memoryview) -> bytes:
+def encode_frag(
+    msg_id: int, total: int, offset: int, inner_type: int, chunk: bytes | memoryview
+) -> bytes:
     body_len = FRAG_HEAD_SIZE + len(chunk)
     return b"".join(
         (

@@ -46,7 +46,7 @@ class TransportCapability:
 
 
 class Transport(abc.ABC):
-    """One technology's datapath: ``start`` (init), ``send_batch`` (tx), ``on_receive`` (rx), ``close``."""
+    """One datapath: ``start`` (init), ``send_batch`` (tx), ``on_receive`` (rx), ``close``."""
 
     name: TransportName
 
@@ -66,7 +66,7 @@ class Transport(abc.ABC):
     @property
     @abc.abstractmethod
     def max_datagram(self) -> int:
-        """The largest payload one datagram may carry on this path (the protocol fragments above it)."""
+        """The largest payload one datagram may carry here (the protocol fragments above it)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

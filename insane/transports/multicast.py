@@ -43,7 +43,7 @@ class MulticastListener:
             batch: list[tuple[bytes, Address]] = []
             try:
                 for _ in range(64):
-                    batch.append(sock.recvfrom(65536))  # type: ignore[arg-type]
+                    batch.append(sock.recvfrom(65536))
             except OSError:
                 pass
             if batch:

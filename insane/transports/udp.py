@@ -105,7 +105,7 @@ class UdpTransport(Transport):
         recv = sock.recvfrom
         try:
             for _ in range(_RECV_BURST):
-                batch.append(recv(65536))  # type: ignore[arg-type]
+                batch.append(recv(65536))
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
