@@ -58,11 +58,16 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def rtt_summary(rtts_ns: Sequence[int], seconds: float) -> dict[str, float]:
-    """p50/p99 in microseconds and round trips per second, from per-message RTTs."""
+    """p50/p90/p99/p99.9/max in microseconds and round trips per second, from per-message
+    RTTs, plus how many round trips took over 1 ms (the tail, counted rather than ranked)."""
     ordered = sorted(rtts_ns)
     return {
         "p50_us": percentile(ordered, 50) / 1000.0,
+        "p90_us": percentile(ordered, 90) / 1000.0,
         "p99_us": percentile(ordered, 99) / 1000.0,
+        "p999_us": percentile(ordered, 99.9) / 1000.0,
+        "max_us": (ordered[-1] if ordered else 0) / 1000.0,
+        "over_1ms": sum(1 for t in ordered if t > 1_000_000),
         "msg_per_s": len(ordered) / seconds if seconds > 0 else 0.0,
         "seconds": seconds,
     }
@@ -257,7 +262,10 @@ class Row:
     tput_e2e_msg_per_s: float | None = None
     delivered: int | None = None
     sent: int | None = None
-    errors: list[str] = field(default_factory=list)
+    #: losses, timeouts and oddities worth a line under the table
+    notes: list[str] = field(default_factory=list)
+    #: a measurement could not be taken (the peer crashed, hung or printed no result)
+    failed: bool = False
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -369,7 +377,7 @@ def format_tables(rows: Sequence[Row], reference: str, focus: str | None = None)
                     )
                 )
         for r in at_size:
-            for e in r.errors:
+            for e in r.notes:
                 out.append(f"! {r.system} {size} B: {_one_line(e)}")
         out.append("")
     return "\n".join(out)

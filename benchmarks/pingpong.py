@@ -12,8 +12,9 @@ Every measurement runs across two processes on this host, talking over loopback 
   to the last one received and reports msg/s and how many of the N arrived.
 
 Systems: ``raw-c-udp`` (``raw/udp_pingpong.c``, built here with ``cc -O2``), ``python-udp``
-(blocking sockets), ``pyzmq`` (REQ/REP and PUSH/PULL over TCP), ``insane`` (this project's
-public API) and, with ``--with-nats`` and a ``nats-server`` on PATH, ``nats-py``.
+(blocking sockets), ``asyncio-udp`` (a ``DatagramProtocol``: the floor for asyncio),
+``pyzmq`` (REQ/REP and PUSH/PULL over TCP), ``insane`` (this project's public API) and,
+with ``--with-nats`` and a ``nats-server`` on PATH, ``nats-py``.
 Ratios are system / reference (``raw-c-udp`` unless ``--reference``), and INSANE / each
 other system.  See ``benchmarks/README.md`` for the method.
 """
@@ -45,13 +46,14 @@ from benchmarks.common import (
     default_warmup,
     print_tables,
     python_module,
+    ratio,
     usable_cpus,
     write_json,
 )
 
 REFERENCE = "raw-c-udp"
 FOCUS = "insane"
-DEFAULT_SYSTEMS = ["raw-c-udp", "python-udp", "pyzmq", "insane"]
+DEFAULT_SYSTEMS = ["raw-c-udp", "python-udp", "asyncio-udp", "pyzmq", "insane"]
 ALL_SYSTEMS = [*DEFAULT_SYSTEMS, "nats-py"]
 
 
@@ -130,6 +132,8 @@ def make_systems(names: list[str], nats: NatsServer | None, nats_why: str | None
                 systems.append(System(name, [], unavailable=str(e)))
         elif name == "python-udp":
             systems.append(System(name, python_module("benchmarks.peers.pyudp")))
+        elif name == "asyncio-udp":
+            systems.append(System(name, python_module("benchmarks.peers.asyncio_udp")))
         elif name == "pyzmq":
             why = _check_python("import zmq")
             systems.append(System(name, python_module("benchmarks.peers.pyzmq_peer"), 0, why))
@@ -190,22 +194,27 @@ def run_throughput(
 def measure(sys_: System, size: int, args: argparse.Namespace, log: Callable[[str], None]) -> Row:
     row = Row(sys_.name, size)
     if "pingpong" in args.modes:
+        started = time.monotonic()
         try:
             r = run_pingpong(sys_, size, args.count, args.warmup, args.pin)
-            row.p50_us, row.p99_us = r["p50_us"], r["p99_us"]
-            row.rtt_msg_per_s, row.rtt_count, row.rtt_lost = r["msg_per_s"], r["done"], r["lost"]
+            row.rtt_count, row.rtt_lost = r["done"], r["lost"]
+            if r["done"]:
+                row.p50_us, row.p99_us, row.rtt_msg_per_s = r["p50_us"], r["p99_us"], r["msg_per_s"]
             if r.get("lost"):
-                row.errors.append(f"ping-pong: {r['lost']} round trips lost (1 s timeout each)")
+                row.notes.append(f"ping-pong: {r['lost']} round trips lost (1 s timeout each)")
             if r.get("error"):
-                row.errors.append(f"ping-pong: {r['error']}")
+                row.notes.append(f"ping-pong: {r['error']}")
             log(
-                f"{sys_.name:>10} {size:>5} B ping-pong   p50 {r['p50_us']:8.1f} us"
+                f"{sys_.name:>11} {size:>5} B ping-pong   p50 {r['p50_us']:8.1f} us"
                 f"  p99 {r['p99_us']:8.1f} us  {r['done']}/{args.count} done"
+                f"  ({time.monotonic() - started:.1f} s)"
             )
         except PeerError as e:
-            row.errors.append(f"ping-pong failed: {e}")
-            log(f"{sys_.name:>10} {size:>5} B ping-pong   FAILED: {e}")
+            row.failed = True
+            row.notes.append(f"ping-pong failed: {e}")
+            log(f"{sys_.name:>11} {size:>5} B ping-pong   FAILED: {e}")
     if "throughput" in args.modes:
+        started = time.monotonic()
         try:
             r, blasted = run_throughput(sys_, size, args.tput_count, args.pin)
             sent = int(blasted["sent"])
@@ -214,17 +223,24 @@ def measure(sys_: System, size: int, args: argparse.Namespace, log: Callable[[st
             span_s = (r["last_ns"] - blasted["start_ns"]) / 1e9
             row.tput_e2e_msg_per_s = r["received"] / span_s if span_s > 0 else None
             if r["received"] < sent:
-                row.errors.append(
+                row.notes.append(
                     f"throughput: {sent - r['received']} of {sent} messages lost "
                     f"(sink stopped on {r['stop']})"
                 )
+            burst = ratio(row.tput_msg_per_s, row.tput_e2e_msg_per_s)
+            if burst is not None and burst > 1.25:
+                row.notes.append(
+                    f"throughput: first-to-last rate is {burst:.1f}x the end-to-end one: "
+                    "messages arrived in bursts (try a larger --tput-count)"
+                )
             log(
-                f"{sys_.name:>10} {size:>5} B throughput  {r['msg_per_s']:12,.0f} msg/s"
-                f"  {r['received']}/{sent} delivered"
+                f"{sys_.name:>11} {size:>5} B throughput  {r['msg_per_s']:12,.0f} msg/s"
+                f"  {r['received']}/{sent} delivered  ({time.monotonic() - started:.1f} s)"
             )
         except PeerError as e:
-            row.errors.append(f"throughput failed: {e}")
-            log(f"{sys_.name:>10} {size:>5} B throughput  FAILED: {e}")
+            row.failed = True
+            row.notes.append(f"throughput failed: {e}")
+            log(f"{sys_.name:>11} {size:>5} B throughput  FAILED: {e}")
     return row
 
 
@@ -325,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 if s.unavailable:
                     continue
                 row = measure(s, size, args, log)
-                failed = failed or any("failed" in e for e in row.errors)
+                failed = failed or row.failed
                 rows.append(row)
         log(f"# measured in {time.monotonic() - t0:.1f} s")
     finally:
