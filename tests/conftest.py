@@ -1,0 +1,91 @@
+"""Shared pytest configuration and fixtures for the whole test suite.
+
+Keep this file in sections; add new fixtures to the section they belong to, or add a
+section at the end.  Helpers that are not fixtures belong in their own module under tests/
+(e.g. tests/netns.py), importable from tests as ``import netns``: pytest puts tests/ on
+sys.path because it holds no __init__.py.
+
+Sections
+  1. Strict skipping and the ``privileged`` marker
+  2. Network namespaces: several hosts on one machine
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from netns import Lan, delete_namespaces, leftover_namespaces, require_privileges
+
+# --------------------------------------------------------------------------------------------
+# 1. Strict skipping and the ``privileged`` marker
+#
+# A test that needs root and network namespaces either calls netns.require_privileges() or
+# carries @pytest.mark.privileged; it skips on a user's laptop, but fails when
+# INSANE_CI_STRICT=1 (CI sets it), so a green CI cannot hide a skipped test.  For other
+# requirements CI must meet (XDP, DPDK...), call netns.strict_skip(reason) instead of
+# pytest.skip(reason).
+# --------------------------------------------------------------------------------------------
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("privileged") is not None:
+        require_privileges(item.nodeid)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Network namespaces: several hosts on one machine (see tests/netns.py)
+#
+# Every fixture below checks privileges first (skip, or fail under INSANE_CI_STRICT=1) and
+# deletes its namespaces, and kills the processes started in them, when the test ends.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def netns_lan(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lan]]:
+    """Factory: ``netns_lan(n=2, *, bridge=None, subnet=None, ipv6=False) -> Lan``.
+
+    Builds as many LANs as the test asks for (each LAN gets a fresh subnet number unless
+    ``subnet`` is given), all torn down at the end of the test.
+    """
+    made: list[Lan] = []
+
+    def make(n: int = 2, **kw: Any) -> Lan:
+        require_privileges(request.node.nodeid)
+        built = Lan(n, **kw)
+        made.append(built)
+        built.start()
+        return built
+
+    yield make
+    errors: list[Exception] = []
+    for built in reversed(made):
+        try:
+            built.close()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def netns_pair(netns_lan: Callable[..., Lan]) -> Lan:
+    """Two hosts joined directly by a veth pair: ``a, b = netns_pair``."""
+    return netns_lan(2)
+
+
+@pytest.fixture
+def netns_lan3(netns_lan: Callable[..., Lan]) -> Lan:
+    """Three hosts on a Linux bridge in ``netns_lan3.switch``: ``a, b, c = netns_lan3``."""
+    return netns_lan(3)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _netns_leak_check() -> Iterator[None]:
+    """At the end of the session, no namespace made by this process may remain."""
+    yield
+    left = leftover_namespaces()
+    if left:
+        delete_namespaces(left)
+        pytest.fail(f"network namespaces left behind by the tests (now deleted): {left}")
