@@ -228,6 +228,9 @@ def measure(sys_: System, size: int, args: argparse.Namespace, log: Callable[[st
                     f"throughput: {sent - r['received']} of {sent} messages lost "
                     f"(sink stopped on {r['stop']})"
                 )
+            for key, word in (("duplicates", "duplicate"), ("reordered", "reordered")):
+                if r.get(key):
+                    row.notes.append(f"throughput: {r[key]} {word} messages")
             burst = ratio(row.tput_msg_per_s, row.tput_e2e_msg_per_s)
             if burst is not None and burst > 1.25:
                 row.notes.append(

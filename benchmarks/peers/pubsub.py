@@ -18,7 +18,8 @@ Throughput: the sink counts ``bench.tput`` messages in a callback, from the firs
 one received; the blaster publishes COUNT messages as fast as it can, calls ``flush()``, then
 publishes the count it sent on ``bench.tput.end``.  The sink stops when it has COUNT messages,
 shortly after the end marker once traffic is quiet, or after an idle timeout, and reports how
-many it got: losses are counted, never hidden.
+many it got: losses are counted, never hidden.  Each payload starts with its 32-bit sequence
+number (sizes of 4 bytes and more), so the sink also counts duplicates and reordering.
 """
 
 from __future__ import annotations
@@ -138,13 +139,28 @@ async def sink(impl: str, port: int, expect: int) -> int:
     clock = time.monotonic_ns
     received, first, last, sent = 0, 0, 0, -1
     end_seen_ns = 0
+    # Sequence checks: each payload starts with its 32-bit sequence number (sizes >= 4).
+    seen = bytearray(max(expect, 0))
+    duplicates = reordered = 0
+    highest = -1
 
     async def on_data(msg: Any) -> None:
-        nonlocal received, first, last
+        nonlocal received, first, last, duplicates, reordered, highest
         last = clock()
         if received == 0:
             first = last
         received += 1
+        data = msg.data
+        if len(data) >= 4:
+            seq = int.from_bytes(data[:4], "little")
+            if seq < len(seen):
+                if seen[seq]:
+                    duplicates += 1
+                seen[seq] = 1
+            if seq < highest:
+                reordered += 1
+            else:
+                highest = seq
 
     async def on_end(msg: Any) -> None:
         nonlocal sent, end_seen_ns
@@ -185,6 +201,8 @@ async def sink(impl: str, port: int, expect: int) -> int:
             "stop": why,
             "first_ns": first,
             "last_ns": last,
+            "duplicates": duplicates,
+            "reordered": reordered,
         }
     )
     return 0 if received else 1
@@ -192,11 +210,16 @@ async def sink(impl: str, port: int, expect: int) -> int:
 
 async def blast(impl: str, port: int, size: int, count: int) -> int:
     nc = await open_session(impl, port, "bench-blast")
-    payload = b"D" + b"d" * (size - 1)
+    filler = b"d" * (size - 4)
     publish = nc.publish
     t0 = time.monotonic_ns()
-    for _ in range(count):
-        await publish(TPUT, payload)
+    if size >= 4:
+        for seq in range(count):
+            await publish(TPUT, seq.to_bytes(4, "little") + filler)
+    else:
+        payload = b"d" * size
+        for _ in range(count):
+            await publish(TPUT, payload)
     await nc.flush()
     t1 = time.monotonic_ns()
     seconds = (t1 - t0) / 1e9
