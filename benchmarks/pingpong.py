@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,8 @@ class System:
     #: the PORT given to ``server``/``sink`` (0: let the peer pick one)
     port_arg: int = 0
     unavailable: str | None = None
+    #: extra environment for the peers
+    env: dict[str, str] | None = None
 
 
 def _check_python(code: str) -> str | None:
@@ -141,7 +144,9 @@ def make_systems(names: list[str], nats: NatsServer | None, nats_why: str | None
         elif name == "insane":
             why = _check_python("import insane; insane.connect")
             argv = [*python_module("benchmarks.peers.pubsub"), "insane"]
-            systems.append(System(name, argv, 0, why))
+            # A discovery domain of this run's own: no other INSANE app on the host joins in.
+            env = {"INSANE_BENCH_DOMAIN": str(random.randrange(1, 2**32))}
+            systems.append(System(name, argv, 0, why, env))
         elif name == "nats-py":
             argv = [*python_module("benchmarks.peers.pubsub"), "nats"]
             why = nats_why or _check_python("import nats")
@@ -166,10 +171,13 @@ def placement(pin: str, mode: str) -> tuple[int | None, int | None]:
 def run_pingpong(sys_: System, size: int, count: int, warmup: int, pin: str) -> dict[str, Any]:
     a, b = placement(pin, "pingpong")
     limit = 20.0 + (count + warmup) * 0.002
-    with Peer([*sys_.argv, "server", sys_.port_arg], f"{sys_.name} server", a) as server:
+    with Peer([*sys_.argv, "server", sys_.port_arg], f"{sys_.name} server", a, sys_.env) as server:
         port = server.wait_ready()
         with Peer(
-            [*sys_.argv, "client", HOST, port, size, count, warmup], f"{sys_.name} client", b
+            [*sys_.argv, "client", HOST, port, size, count, warmup],
+            f"{sys_.name} client",
+            b,
+            sys_.env,
         ) as client:
             result = client.result(limit)
         # The server's own result does not matter; the context manager ends it if need be.
@@ -184,9 +192,10 @@ def run_throughput(
     """Run a sink and a blaster; return (sink result, blaster result)."""
     a, b = placement(pin, "throughput")
     limit = 30.0 + count * 0.001
-    with Peer([*sys_.argv, "sink", sys_.port_arg, count], f"{sys_.name} sink", a) as sink:
+    with Peer([*sys_.argv, "sink", sys_.port_arg, count], f"{sys_.name} sink", a, sys_.env) as sink:
         port = sink.wait_ready()
-        with Peer([*sys_.argv, "blast", HOST, port, size, count], f"{sys_.name} blast", b) as bl:
+        blaster = [*sys_.argv, "blast", HOST, port, size, count]
+        with Peer(blaster, f"{sys_.name} blast", b, sys_.env) as bl:
             blasted = bl.result(limit)
         received = sink.result(limit)
     return received, blasted

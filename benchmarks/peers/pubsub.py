@@ -6,7 +6,8 @@
     python -m benchmarks.peers.pubsub IMPL blast HOST PORT SIZE COUNT
 
 IMPL is ``insane`` (peers discover each other; HOST and PORT are ignored) or ``nats``
-(PORT is the nats-server's port on 127.0.0.1).
+(PORT is the nats-server's port on 127.0.0.1).  INSANE peers join the discovery domain
+``INSANE_BENCH_DOMAIN`` (the harness picks one per run), or use ``INSANE_CONFIG`` when set.
 
 Ping-pong: the server subscribes to ``bench.ping`` and publishes every message it gets to
 ``bench.pong``; the client publishes to ``bench.ping`` and waits on ``bench.pong`` with
@@ -25,6 +26,7 @@ number (sizes of 4 bytes and more), so the sink also counts duplicates and reord
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -40,7 +42,13 @@ async def open_session(impl: str, port: int, name: str) -> Any:
     if impl == "insane":
         import insane
 
-        return await insane.connect(name=name)
+        # A private discovery domain keeps the benchmark's peers apart from any other INSANE
+        # application on this host (and them from it).  With INSANE_CONFIG set, that file
+        # is used as it is.
+        config: Any = None
+        if not os.environ.get("INSANE_CONFIG"):
+            config = {"domain": int(os.environ.get("INSANE_BENCH_DOMAIN", "0"))}
+        return await insane.connect(config=config, name=name)
     if impl == "nats":
         import nats
 
