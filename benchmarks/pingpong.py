@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -57,6 +56,9 @@ REFERENCE = "raw-c-udp"
 FOCUS = "insane"
 DEFAULT_SYSTEMS = ["raw-c-udp", "python-udp", "asyncio-udp", "pyzmq", "insane"]
 ALL_SYSTEMS = [*DEFAULT_SYSTEMS, "nats-py"]
+#: INSANE discovery domain of the benchmark's peers ("benc"); one fixed value, so that runs
+#: leave no trail of per-domain registry directories behind.
+BENCH_DOMAIN = 0x62656E63
 
 
 @dataclass
@@ -144,8 +146,8 @@ def make_systems(names: list[str], nats: NatsServer | None, nats_why: str | None
         elif name == "insane":
             why = _check_python("import insane; insane.connect")
             argv = [*python_module("benchmarks.peers.pubsub"), "insane"]
-            # A discovery domain of this run's own: no other INSANE app on the host joins in.
-            env = {"INSANE_BENCH_DOMAIN": str(random.randrange(1, 2**32))}
+            # A discovery domain of the benchmark's own: no other INSANE app on the host joins.
+            env = {"INSANE_BENCH_DOMAIN": str(BENCH_DOMAIN)}
             systems.append(System(name, argv, 0, why, env))
         elif name == "nats-py":
             argv = [*python_module("benchmarks.peers.pubsub"), "nats"]

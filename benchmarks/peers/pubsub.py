@@ -7,7 +7,8 @@
 
 IMPL is ``insane`` (peers discover each other; HOST and PORT are ignored) or ``nats``
 (PORT is the nats-server's port on 127.0.0.1).  INSANE peers join the discovery domain
-``INSANE_BENCH_DOMAIN`` (the harness picks one per run), or use ``INSANE_CONFIG`` when set.
+``INSANE_BENCH_DOMAIN`` (the harness sets the benchmark's own), or use ``INSANE_CONFIG`` when
+set.
 
 Ping-pong: the server subscribes to ``bench.ping`` and publishes every message it gets to
 ``bench.pong``; the client publishes to ``bench.ping`` and waits on ``bench.pong`` with
