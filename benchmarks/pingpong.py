@@ -61,19 +61,6 @@ ALL_SYSTEMS = [*DEFAULT_SYSTEMS, "nats-py"]
 BENCH_DOMAIN = 0x62656E63
 
 
-@dataclass
-class System:
-    """How to start the peers of one system, and whether it can run here."""
-
-    name: str
-    argv: list[str]
-    #: the PORT given to ``server``/``sink`` (0: let the peer pick one)
-    port_arg: int = 0
-    unavailable: str | None = None
-    #: extra environment for the peers
-    env: dict[str, str] | None = None
-
-
 def _check_python(code: str) -> str | None:
     """Run ``code`` in a fresh interpreter; None when it works, else the last error line."""
     proc = subprocess.run(
@@ -118,6 +105,13 @@ class NatsServer:
                     raise PeerError("nats-server did not start") from None
                 time.sleep(0.05)
 
+    def pin(self, cpu: int | None) -> None:
+        """Move every thread of the server onto ``cpu`` (None: onto every usable CPU)."""
+        cpus = set(usable_cpus()) if cpu is None else {cpu}
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread may end meanwhile
+                os.sched_setaffinity(int(task.name), cpus)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -126,6 +120,26 @@ class NatsServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@dataclass
+class System:
+    """How to start the peers of one system, and whether it can run here."""
+
+    name: str
+    argv: list[str]
+    #: the PORT given to ``server``/``sink`` (0: let the peer pick one)
+    port_arg: int = 0
+    unavailable: str | None = None
+    #: extra environment for the peers
+    env: dict[str, str] | None = None
+    #: the broker between the peers, if the system has one
+    broker: NatsServer | None = None
+
+    def place_broker(self, a: int | None, b: int | None) -> None:
+        """Put the broker on the peers' CPU when they share one; else let it float."""
+        if self.broker is not None:
+            self.broker.pin(a if a is not None and a == b else None)
 
 
 def make_systems(names: list[str], nats: NatsServer | None, nats_why: str | None) -> list[System]:
@@ -152,7 +166,8 @@ def make_systems(names: list[str], nats: NatsServer | None, nats_why: str | None
         elif name == "nats-py":
             argv = [*python_module("benchmarks.peers.pubsub"), "nats"]
             why = nats_why or _check_python("import nats")
-            systems.append(System(name, argv, nats.port if nats else 0, why))
+            port = nats.port if nats else 0
+            systems.append(System(name, argv, port, why, broker=nats))
         else:
             raise SystemExit(f"unknown system {name!r}; choose from {', '.join(ALL_SYSTEMS)}")
     return systems
@@ -172,6 +187,7 @@ def placement(pin: str, mode: str) -> tuple[int | None, int | None]:
 
 def run_pingpong(sys_: System, size: int, count: int, warmup: int, pin: str) -> dict[str, Any]:
     a, b = placement(pin, "pingpong")
+    sys_.place_broker(a, b)
     limit = 20.0 + (count + warmup) * 0.002
     with Peer([*sys_.argv, "server", sys_.port_arg], f"{sys_.name} server", a, sys_.env) as server:
         port = server.wait_ready()
@@ -193,6 +209,7 @@ def run_throughput(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run a sink and a blaster; return (sink result, blaster result)."""
     a, b = placement(pin, "throughput")
+    sys_.place_broker(a, b)
     limit = 30.0 + count * 0.001
     with Peer([*sys_.argv, "sink", sys_.port_arg, count], f"{sys_.name} sink", a, sys_.env) as sink:
         port = sink.wait_ready()
