@@ -22,6 +22,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -139,6 +140,8 @@ class Peer:
 
     ``cpu`` pins the process to one CPU (``None``: leave it to the scheduler).  Use it as a
     context manager so that the process is always ended, even when the harness fails.
+    stdout is read unbuffered (no line can hide in a buffer); stderr goes to a temporary
+    file, so a chatty peer can never block on a full pipe, and its tail is quoted in errors.
     """
 
     def __init__(
@@ -161,17 +164,18 @@ class Peer:
         )
         if env:
             full_env.update(env)
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             self.argv,
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=self._err,
+            bufsize=0,
             env=full_env,
             preexec_fn=pin if cpu is not None else None,
         )
-        self._stdout: list[str] = []
+        self._out = bytearray()
 
     def __enter__(self) -> Peer:
         return self
@@ -184,36 +188,41 @@ class Peer:
         import selectors
 
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
+        seen = 0  # bytes of self._out already split into lines
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            sel.register(fd, selectors.EVENT_READ)
             while True:
+                while (end := self._out.find(b"\n", seen)) >= 0:
+                    words = self._out[seen:end].split()
+                    seen = end + 1
+                    if words and words[0] == b"ready":
+                        return int(words[1]) if len(words) > 1 else 0
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.stop()
                     raise PeerError(f"{self.name}: no 'ready' line within {timeout:.0f} s")
                 if not sel.select(left):
                     continue
-                line = self.proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self.proc.wait()
                     raise PeerError(f"{self.name}: exited before 'ready'{self._stderr_tail()}")
-                self._stdout.append(line)
-                words = line.split()
-                if words and words[0] == "ready":
-                    return int(words[1]) if len(words) > 1 else 0
+                self._out += chunk
 
     def result(self, timeout: float) -> dict[str, Any]:
         """Wait for the peer to exit and return the JSON object on its last stdout line."""
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
             raise PeerError(
                 f"{self.name}: still running after {timeout:.0f} s (killed){self._stderr_tail()}"
             ) from None
-        self._stdout.append(out)
-        self._err = err
-        lines = [ln for ln in "".join(self._stdout).splitlines() if ln.startswith("{")]
+        self._out += out or b""
+        text = self._out.decode(errors="replace")
+        lines = [ln for ln in text.splitlines() if ln.startswith("{")]
         if not lines:
             raise PeerError(
                 f"{self.name}: exit status {self.proc.returncode}, no result{self._stderr_tail()}"
@@ -231,19 +240,16 @@ class Peer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+        self._err.close()
 
     def _stderr_tail(self, limit: int = 1500) -> str:
-        err = getattr(self, "_err", None)
-        if err is None and self.proc.stderr is not None and self.proc.poll() is not None:
-            try:
-                err = self.proc.stderr.read()
-            except (OSError, ValueError):
-                err = ""
-            self._err = err
-        err = (err or "").strip()
+        try:
+            self._err.seek(0)
+            err = self._err.read().decode(errors="replace").strip()
+        except (OSError, ValueError):  # already closed
+            err = ""
         return f"\n--- stderr of {self.name} ---\n{err[-limit:]}" if err else ""
 
 
