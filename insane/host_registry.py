@@ -44,13 +44,24 @@ class HostRegistry:
         self._entry = self.dir / f"{peer_id:016x}.json"
 
     def register(self, addr: Address) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry = json.dumps({"host": addr[0], "port": addr[1], "pid": os.getpid()})
         tmp = self._entry.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"host": addr[0], "port": addr[1], "pid": os.getpid()}))
-        tmp.replace(self._entry)
+        for attempt in range(3):
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                tmp.write_text(entry)
+                tmp.replace(self._entry)
+                return
+            except FileNotFoundError:  # the last other session removed the directory just now
+                if attempt == 2:
+                    raise
 
     def unregister(self) -> None:
         self._entry.unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()  # the last session of this domain leaves no directory behind
+        except OSError:
+            pass
 
     def peers(self) -> dict[int, Address]:
         """Live sessions on this host (other than ours), by peer id."""

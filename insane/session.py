@@ -594,6 +594,7 @@ class Session:
                 except wire.WireError as exc:
                     self._drop(exc.reason)
         self._pump()
+        self._flush()  # answers (control frames, replies of inline callbacks) leave in this turn
 
     def _on_frag(self, sender: int, body: memoryview, addr: Address, now: float) -> None:
         msg_id, total, offset, inner, chunk = wire.decode_frag(body)

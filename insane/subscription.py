@@ -132,6 +132,8 @@ class Subscription:
                     raise
                 except Exception as exc:  # a failing callback must not kill the subscription
                     self._session._callback_error(self, exc)
+            # Whatever the callbacks published (replies, above all) leaves now, not a turn later.
+            self._session._flush()
             if self._closed:
                 return
             await self._wait()

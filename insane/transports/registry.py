@@ -272,7 +272,9 @@ def _kernel_af_xdp() -> bool:
 
 
 @cache
+@cache
 def _find_library(name: str) -> str | None:
+    """Cached: ``find_library`` runs ldconfig/gcc subprocesses, and libraries do not move."""
     return ctypes.util.find_library(name)
 
 
