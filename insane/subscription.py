@@ -143,21 +143,26 @@ class Subscription:
     async def next_msg(self, timeout: float | None = 1.0) -> Msg:
         """The next pending message; raises ``errors.TimeoutError`` when none comes in time."""
         if self._cb is not None:
-            raise errors.InsaneError(
-                "next_msg() is not available on a subscription with a callback"
-            )
+            raise errors.InsaneError("next_msg() is not available on a subscription with a callback")
+        if self._pending:
+            return self._pop()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not self._pending:
             if self._closed:
                 raise errors.BadSubscriptionError("subscription is closed")
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
+            if deadline is None:
+                await self._wait()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 raise errors.TimeoutError("no message in time")
+            # A timer on the waiter itself: no extra task per call, unlike asyncio.wait_for.
+            timer = loop.call_later(remaining, self._wake)
             try:
-                await asyncio.wait_for(self._wait(), remaining)
-            except TimeoutError:
-                raise errors.TimeoutError("no message in time") from None
+                await self._wait()
+            finally:
+                timer.cancel()
         return self._pop()
 
     @property
