@@ -143,7 +143,9 @@ class Subscription:
     async def next_msg(self, timeout: float | None = 1.0) -> Msg:
         """The next pending message; raises ``errors.TimeoutError`` when none comes in time."""
         if self._cb is not None:
-            raise errors.InsaneError("next_msg() is not available on a subscription with a callback")
+            raise errors.InsaneError(
+                "next_msg() is not available on a subscription with a callback"
+            )
         if self._pending:
             return self._pop()
         loop = asyncio.get_running_loop()
