@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,53 @@ def announce_ready(port: int = 0) -> None:
 def emit_result(result: dict[str, Any]) -> None:
     """Print a peer's result as the one JSON line the harness reads."""
     print(json.dumps(result), flush=True)
+
+
+def emit_blast_result(system: str, size: int, sent: int, t0: int, t1: int) -> None:
+    """The blaster's result line: how many it sent, and how fast (``t0``/``t1`` in ns)."""
+    seconds = (t1 - t0) / 1e9
+    emit_result(
+        {
+            "system": system,
+            "mode": "blast",
+            "size": size,
+            "sent": sent,
+            "seconds": seconds,
+            "send_msg_per_s": sent / seconds if seconds > 0 else 0.0,
+            "start_ns": t0,
+            "end_ns": t1,
+        }
+    )
+
+
+def run_role(
+    argv: list[str],
+    doc: str | None,
+    *,
+    server: Callable[..., Any],
+    client: Callable[..., Any],
+    sink: Callable[..., Any],
+    blast: Callable[..., Any],
+) -> int:
+    """A peer module's ``main``: parse ``ROLE ARGS...`` the same way for every system and run
+    the role (awaiting it when it is a coroutine); print ``doc`` for an unknown role."""
+    import asyncio
+    import inspect
+
+    role, args = (argv[0], argv[1:]) if argv else ("", [])
+    roles: dict[str, Callable[[], Any]] = {
+        "server": lambda: server(int(args[0])),
+        "client": lambda: client(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4])),
+        "sink": lambda: sink(int(args[0]), int(args[1]) if len(args) > 1 else 0),
+        "blast": lambda: blast(args[0], int(args[1]), int(args[2]), int(args[3])),
+    }
+    if role not in roles:
+        print(doc, file=sys.stderr)
+        return 2
+    result = roles[role]()
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return int(result)
 
 
 def big_buffers(sock: Any, size: int = 8 << 20) -> None:

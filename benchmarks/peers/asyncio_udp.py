@@ -18,9 +18,16 @@ import socket
 import struct
 import sys
 import time
-from typing import Any, cast
+from typing import cast
 
-from benchmarks.common import announce_ready, big_buffers, emit_result, rtt_summary
+from benchmarks.common import (
+    announce_ready,
+    big_buffers,
+    emit_blast_result,
+    emit_result,
+    rtt_summary,
+    run_role,
+)
 
 SYSTEM = "asyncio-udp"
 MARKER = struct.Struct("=cq")
@@ -198,38 +205,12 @@ async def blast(host: str, port: int, size: int, count: int) -> int:
         sendto(MARKER.pack(b"E", count))
         await asyncio.sleep(0.002)
     transport.close()
-    seconds = (t1 - t0) / 1e9
-    emit_result(
-        {
-            "system": SYSTEM,
-            "mode": "blast",
-            "size": size,
-            "sent": count,
-            "seconds": seconds,
-            "send_msg_per_s": count / seconds if seconds > 0 else 0.0,
-            "start_ns": t0,
-            "end_ns": t1,
-        }
-    )
+    emit_blast_result(SYSTEM, size, count, t0, t1)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    role, args = (argv[0], argv[1:]) if argv else ("", [])
-    coro: Any
-    if role == "server":
-        coro = server(int(args[0]))
-    elif role == "client":
-        coro = client(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
-    elif role == "sink":
-        coro = sink(int(args[0]), int(args[1]) if len(args) > 1 else 0)
-    elif role == "blast":
-        coro = blast(args[0], int(args[1]), int(args[2]), int(args[3]))
-    else:
-        print(__doc__, file=sys.stderr)
-        return 2
-    status: int = asyncio.run(coro)
-    return status
+    return run_role(argv, __doc__, server=server, client=client, sink=sink, blast=blast)
 
 
 if __name__ == "__main__":

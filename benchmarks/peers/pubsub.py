@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import announce_ready, emit_result, rtt_summary
+from benchmarks.common import announce_ready, emit_blast_result, emit_result, rtt_summary, run_role
 
 PING, PONG, TPUT, TPUT_END = "bench.ping", "bench.pong", "bench.tput", "bench.tput.end"
 SYSTEMS = {"insane": "insane", "nats": "nats-py"}
@@ -231,22 +231,10 @@ async def blast(impl: str, port: int, size: int, count: int) -> int:
             await publish(TPUT, payload)
     await nc.flush()
     t1 = time.monotonic_ns()
-    seconds = (t1 - t0) / 1e9
     await publish(TPUT_END, str(count).encode())
     await nc.flush()
     await nc.close()
-    emit_result(
-        {
-            "system": SYSTEMS[impl],
-            "mode": "blast",
-            "size": size,
-            "sent": count,
-            "seconds": seconds,
-            "send_msg_per_s": count / seconds if seconds > 0 else 0.0,
-            "start_ns": t0,
-            "end_ns": t1,
-        }
-    )
+    emit_blast_result(SYSTEMS[impl], size, count, t0, t1)
     return 0
 
 
@@ -254,17 +242,15 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in SYSTEMS:
         print(__doc__, file=sys.stderr)
         return 2
-    impl, role, args = argv[0], argv[1], argv[2:]
-    if role == "server":
-        return asyncio.run(server(impl, int(args[0])))
-    if role == "client":
-        return asyncio.run(client(impl, int(args[1]), int(args[2]), int(args[3]), int(args[4])))
-    if role == "sink":
-        return asyncio.run(sink(impl, int(args[0]), int(args[1]) if len(args) > 1 else 0))
-    if role == "blast":
-        return asyncio.run(blast(impl, int(args[1]), int(args[2]), int(args[3])))
-    print(__doc__, file=sys.stderr)
-    return 2
+    impl = argv[0]
+    return run_role(
+        argv[1:],
+        __doc__,
+        server=lambda port: server(impl, port),
+        client=lambda _host, port, size, count, warmup: client(impl, port, size, count, warmup),
+        sink=lambda port, expect: sink(impl, port, expect),
+        blast=lambda _host, port, size, count: blast(impl, port, size, count),
+    )
 
 
 if __name__ == "__main__":

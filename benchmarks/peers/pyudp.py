@@ -17,7 +17,14 @@ import struct
 import sys
 import time
 
-from benchmarks.common import announce_ready, big_buffers, emit_result, rtt_summary
+from benchmarks.common import (
+    announce_ready,
+    big_buffers,
+    emit_blast_result,
+    emit_result,
+    rtt_summary,
+    run_role,
+)
 
 SYSTEM = "python-udp"
 MARKER = struct.Struct("=cq")
@@ -155,7 +162,6 @@ def blast(host: str, port: int, size: int, count: int) -> int:
             if e.errno not in (errno.ENOBUFS, errno.EAGAIN):
                 raise
     t1 = time.monotonic_ns()
-    seconds = (t1 - t0) / 1e9
     marker = MARKER.pack(b"E", sent)
     for _ in range(16):  # several, spaced out: one may meet a full receive buffer
         try:
@@ -163,33 +169,12 @@ def blast(host: str, port: int, size: int, count: int) -> int:
         except OSError:
             break  # the sink already stopped (it had every message): nobody to tell
         time.sleep(0.002)
-    emit_result(
-        {
-            "system": SYSTEM,
-            "mode": "blast",
-            "size": size,
-            "sent": sent,
-            "seconds": seconds,
-            "send_msg_per_s": sent / seconds if seconds > 0 else 0.0,
-            "start_ns": t0,
-            "end_ns": t1,
-        }
-    )
+    emit_blast_result(SYSTEM, size, sent, t0, t1)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    role, args = argv[0], argv[1:]
-    if role == "server":
-        return server(int(args[0]))
-    if role == "client":
-        return client(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
-    if role == "sink":
-        return sink(int(args[0]), int(args[1]) if len(args) > 1 else 0)
-    if role == "blast":
-        return blast(args[0], int(args[1]), int(args[2]), int(args[3]))
-    print(__doc__, file=sys.stderr)
-    return 2
+    return run_role(argv, __doc__, server=server, client=client, sink=sink, blast=blast)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 
 import zmq
 
-from benchmarks.common import announce_ready, emit_result, rtt_summary
+from benchmarks.common import announce_ready, emit_blast_result, emit_result, rtt_summary, run_role
 
 SYSTEM = "pyzmq"
 MARKER = struct.Struct("=cq")
@@ -151,37 +151,15 @@ def blast(host: str, port: int, size: int, count: int) -> int:
     for _ in range(count):
         send(payload)
     t1 = time.monotonic_ns()
-    seconds = (t1 - t0) / 1e9
     send(MARKER.pack(b"E", count))
     sock.close()
     ctx.term()
-    emit_result(
-        {
-            "system": SYSTEM,
-            "mode": "blast",
-            "size": size,
-            "sent": count,
-            "seconds": seconds,
-            "send_msg_per_s": count / seconds if seconds > 0 else 0.0,
-            "start_ns": t0,
-            "end_ns": t1,
-        }
-    )
+    emit_blast_result(SYSTEM, size, count, t0, t1)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    role, args = argv[0], argv[1:]
-    if role == "server":
-        return server(int(args[0]))
-    if role == "client":
-        return client(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
-    if role == "sink":
-        return sink(int(args[0]), int(args[1]) if len(args) > 1 else 0)
-    if role == "blast":
-        return blast(args[0], int(args[1]), int(args[2]), int(args[3]))
-    print(__doc__, file=sys.stderr)
-    return 2
+    return run_role(argv, __doc__, server=server, client=client, sink=sink, blast=blast)
 
 
 if __name__ == "__main__":
