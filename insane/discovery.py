@@ -230,6 +230,8 @@ class Discovery:
         self.peers[sender] = peer
         self._events.append(PeerUp(peer))
         self._send_interest(peer, now)
+        # Ask for its interest too: after we dropped a live peer, it believes we hold it.
+        self._out.append((addr, wire.INTEREST_REQ, b""))
         return peer
 
     def _remove(self, peer_id: int, reason: str) -> None:
