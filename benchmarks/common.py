@@ -109,6 +109,29 @@ def emit_blast_result(system: str, size: int, sent: int, t0: int, t1: int) -> No
     )
 
 
+def emit_sink_result(
+    system: str, received: int, sent: int, first: int, last: int, why: str, **extra: Any
+) -> int:
+    """The sink's result line (``first``/``last``: ns of the first and last message); returns
+    the peer's exit status: 0 when anything arrived."""
+    seconds = (last - first) / 1e9
+    emit_result(
+        {
+            "system": system,
+            "mode": "throughput",
+            "received": received,
+            "sent": sent,
+            "seconds": seconds,
+            "msg_per_s": received / seconds if seconds > 0 else 0.0,
+            "stop": why,
+            "first_ns": first,
+            "last_ns": last,
+            **extra,
+        }
+    )
+    return 0 if received else 1
+
+
 def run_role(
     argv: list[str],
     doc: str | None,

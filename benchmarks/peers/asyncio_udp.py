@@ -25,6 +25,7 @@ from benchmarks.common import (
     big_buffers,
     emit_blast_result,
     emit_result,
+    emit_sink_result,
     rtt_summary,
     run_role,
 )
@@ -168,21 +169,7 @@ async def sink(port: int, expect: int) -> int:
         if expect and proto.received >= expect:
             why = "count"
     transport.close()
-    seconds = (proto.last - proto.first) / 1e9
-    emit_result(
-        {
-            "system": SYSTEM,
-            "mode": "throughput",
-            "received": proto.received,
-            "sent": proto.sent,
-            "seconds": seconds,
-            "msg_per_s": proto.received / seconds if seconds > 0 else 0.0,
-            "stop": why,
-            "first_ns": proto.first,
-            "last_ns": proto.last,
-        }
-    )
-    return 0 if proto.received else 1
+    return emit_sink_result(SYSTEM, proto.received, proto.sent, proto.first, proto.last, why)
 
 
 async def blast(host: str, port: int, size: int, count: int) -> int:

@@ -32,7 +32,14 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import announce_ready, emit_blast_result, emit_result, rtt_summary, run_role
+from benchmarks.common import (
+    announce_ready,
+    emit_blast_result,
+    emit_result,
+    emit_sink_result,
+    rtt_summary,
+    run_role,
+)
 
 PING, PONG, TPUT, TPUT_END = "bench.ping", "bench.pong", "bench.tput", "bench.tput.end"
 SYSTEMS = {"insane": "insane", "nats": "nats-py"}
@@ -198,23 +205,9 @@ async def sink(impl: str, port: int, expect: int) -> int:
             why = "no data"
             break
     await nc.close()
-    seconds = (last - first) / 1e9
-    emit_result(
-        {
-            "system": SYSTEMS[impl],
-            "mode": "throughput",
-            "received": received,
-            "sent": sent,
-            "seconds": seconds,
-            "msg_per_s": received / seconds if seconds > 0 else 0.0,
-            "stop": why,
-            "first_ns": first,
-            "last_ns": last,
-            "duplicates": duplicates,
-            "reordered": reordered,
-        }
+    return emit_sink_result(
+        SYSTEMS[impl], received, sent, first, last, why, duplicates=duplicates, reordered=reordered
     )
-    return 0 if received else 1
 
 
 async def blast(impl: str, port: int, size: int, count: int) -> int:

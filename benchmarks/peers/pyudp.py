@@ -22,6 +22,7 @@ from benchmarks.common import (
     big_buffers,
     emit_blast_result,
     emit_result,
+    emit_sink_result,
     rtt_summary,
     run_role,
 )
@@ -127,21 +128,7 @@ def sink(port: int, expect: int) -> int:
             break
     else:
         why = "count"
-    seconds = (last - first) / 1e9
-    emit_result(
-        {
-            "system": SYSTEM,
-            "mode": "throughput",
-            "received": received,
-            "sent": sent,
-            "seconds": seconds,
-            "msg_per_s": received / seconds if seconds > 0 else 0.0,
-            "stop": why,
-            "first_ns": first,
-            "last_ns": last,
-        }
-    )
-    return 0 if received else 1
+    return emit_sink_result(SYSTEM, received, sent, first, last, why)
 
 
 def blast(host: str, port: int, size: int, count: int) -> int:
