@@ -193,7 +193,7 @@ class Session:
         await self._wait_for(answered, settle)
         if self._mcast is not None:
             # Multicast answers come from peers we cannot count in advance: give them the window.
-            await asyncio.sleep(max(0.0, settle - 0.0))
+            await asyncio.sleep(settle)
 
     async def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         deadline = self._loop.time() + timeout

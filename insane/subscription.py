@@ -7,7 +7,7 @@ import asyncio
 import collections
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from insane import errors
 from insane.message import Msg
@@ -223,11 +223,3 @@ class Subscription:
 
     def __aiter__(self) -> AsyncIterator[Msg]:
         return self.messages
-
-    def _info(self) -> dict[str, Any]:
-        return {
-            "sid": self.sid,
-            "subject": self.subject,
-            "queue": self.queue,
-            "pending": len(self._pending),
-        }
