@@ -1,8 +1,17 @@
-"""The message a subscriber receives."""
+"""The message a subscriber receives.
+
+It is also the message the NATS facade hands to applications (``compat.nats.aio.msg.Msg`` is
+this class), so it carries nats-py's surface: ``subject``, ``reply``, ``data``, ``headers``,
+``header``, ``sid``, ``respond()``; the JetStream-only operations (``ack``, ``nak``, ``term``,
+``in_progress``, ``ack_sync``, ``metadata``) raise :class:`insane.errors.JetStreamMsgError`,
+because a broker-less bus has no streams to acknowledge to.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
+
+from insane import errors
 
 if TYPE_CHECKING:
     from insane.session import Session
@@ -29,13 +38,51 @@ class Msg:
         self.sid = sid
         self._session = session
 
-    async def respond(self, data: bytes, headers: dict[str, str] | None = None) -> None:
-        """Publish ``data`` to this message's reply subject."""
+    @property
+    def header(self) -> dict[str, str] | None:
+        """The headers (nats-py's other name for them)."""
+        return self.headers
+
+    async def respond(self, data: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        """Publish ``data`` to this message's reply subject.
+
+        Like nats-py, the reply carries this message's headers unless ``headers`` is given
+        (pass ``{}`` to send none).
+        """
         if not self.reply:
-            raise ValueError("this message has no reply subject to respond to")
+            raise errors.Error("no reply subject available")
         if self._session is None:
-            raise RuntimeError("this message is not attached to a session")
-        await self._session.publish(self.reply, data, headers=headers)
+            raise errors.Error("client not set")
+        await self._session.publish(
+            self.reply, data, headers=self.headers if headers is None else headers
+        )
+
+    # ------------------------------------------------------------------ JetStream (not here)
+
+    @property
+    def is_acked(self) -> bool:
+        """Always False: there is no JetStream acknowledgement on a broker-less bus."""
+        return False
+
+    @property
+    def metadata(self) -> NoReturn:
+        """JetStream metadata: raises :class:`insane.errors.JetStreamMsgError`."""
+        raise errors.JetStreamMsgError()
+
+    async def ack(self) -> NoReturn:
+        raise errors.JetStreamMsgError()
+
+    async def ack_sync(self, timeout: float = 1.0) -> NoReturn:
+        raise errors.JetStreamMsgError()
+
+    async def nak(self, delay: float | None = None) -> NoReturn:
+        raise errors.JetStreamMsgError()
+
+    async def in_progress(self) -> NoReturn:
+        raise errors.JetStreamMsgError()
+
+    async def term(self) -> NoReturn:
+        raise errors.JetStreamMsgError()
 
     def __repr__(self) -> str:
         return f"<Msg subject={self.subject!r} reply={self.reply!r} data={self.data[:32]!r}>"

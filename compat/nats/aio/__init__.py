@@ -1,0 +1,1 @@
+"""nats-py's ``nats.aio``: ``client``, ``msg``, ``subscription``, ``errors``."""
