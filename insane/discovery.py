@@ -89,6 +89,11 @@ class Discovery:
 
     # ------------------------------------------------------------------ outputs
 
+    @property
+    def has_news(self) -> bool:
+        """Frames to send or events to report are waiting."""
+        return bool(self._out or self._events)
+
     def take_outgoing(self) -> list[Outgoing]:
         out, self._out = self._out, []
         return out

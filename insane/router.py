@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from insane.protocol.wire import InterestEntry
-from insane.subjects import matches
+from insane.subjects import matches, reply_family
 
 
 @dataclass(eq=False)
@@ -49,6 +49,10 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not (self.local or self.peers or self.groups)
+
+
+#: Entries kept per cache before it starts afresh (subjects can be unbounded).
+_CACHE_LIMIT = 8192
 
 
 class Router:
@@ -92,7 +96,12 @@ class Router:
     def plan(self, subject: str) -> Plan:
         plan = self._plans.get(subject)
         if plan is None:
-            plan = self._plans[subject] = self._build_plan(subject)
+            key = reply_family(subject) or subject
+            plan = self._plans.get(key)
+            if plan is None:
+                if len(self._plans) >= _CACHE_LIMIT:
+                    self._plans.clear()
+                plan = self._plans[key] = self._build_plan(key)
         return plan
 
     def _build_plan(self, subject: str) -> Plan:
@@ -128,16 +137,18 @@ class Router:
 
     def local_targets(self, subject: str, queues: tuple[str, ...]) -> list[LocalSub]:
         """Our plain subscriptions matching ``subject``, plus one member of each named group."""
-        key = (subject, queues)
+        key = (reply_family(subject) or subject, queues)
         cached = self._targets.get(key)
         if cached is not None and not queues:
             return cached
-        plan = self.plan(subject)
+        plan = self.plan(key[0])
         targets = list(plan.local)
         for q in queues:
             members = plan.groups.get(q)
             if members is not None and members.locals:
                 targets.append(members.locals[next(self._rr) % len(members.locals)])
         if not queues:
+            if len(self._targets) >= _CACHE_LIMIT:
+                self._targets.clear()
             self._targets[key] = targets
         return targets

@@ -16,7 +16,7 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -32,7 +32,7 @@ from insane.qos import Config, load_config
 from insane.qos.model import ChannelQoS
 from insane.qos.policy import choose_route
 from insane.router import LocalSub, Router
-from insane.subjects import SubjectError, validate_pattern, validate_subject
+from insane.subjects import SubjectError, reply_family, validate_pattern, validate_subject
 from insane.subscription import Callback, Subscription
 from insane.transports import multicast
 from insane.transports.base import Address, TransportCapability
@@ -62,6 +62,8 @@ class _Channel:
     recv_msgs: Cell
     recv_bytes: Cell
     delivered: Cell
+    #: Peers this channel's route was already decided for (see ``Session._note_route``).
+    routed: set[int] = field(default_factory=set)
 
 
 class Session:
@@ -110,6 +112,7 @@ class Session:
         self._mcast: multicast.MulticastListener | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()
+        self._receiving = False  # inside _on_datagrams: the batch's end flushes
         self._capabilities: dict[str, TransportCapability] = {}
         self._routes_logged: set[tuple[str, int]] = set()
         self._closed = False
@@ -301,17 +304,24 @@ class Session:
     def _channel(self, subject: str) -> _Channel:
         ch = self._channels.get(subject)
         if ch is None:
+            family = reply_family(subject)
+            if family is not None:
+                # Request replies share one channel (their subject is encoded per message).
+                ch = self._channels.get(family)
+                if ch is not None:
+                    return ch
             try:
                 validate_subject(subject)
             except SubjectError as exc:
                 raise errors.BadSubjectError(str(exc)) from None
-            pattern, qos = self.config.qos_for(subject)
+            key = family or subject
+            pattern, qos = self.config.qos_for(key)
             if len(self._channels) >= _CACHE_LIMIT:
                 self._channels.clear()
-            ch = self._channels[subject] = _Channel(
+            ch = self._channels[key] = _Channel(
                 pattern,
                 qos,
-                subject.encode(),
+                b"" if family else subject.encode(),
                 STORE.cell("insane_messages_sent", "udp", pattern),
                 STORE.cell("insane_bytes_sent", "udp", pattern),
                 STORE.cell("insane_messages_received", "udp", pattern),
@@ -330,59 +340,63 @@ class Session:
         """Send ``data`` to every subscriber of ``subject``, wherever it is."""
         if self._closed:
             raise errors.ConnectionClosedError("session closed")
-        if len(data) > self.max_payload:
-            raise errors.MaxPayloadError(
-                f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}"
-            )
-        ch = self._channel(subject)
         if reply:
             try:
                 validate_subject(reply)
             except SubjectError as exc:
                 raise errors.BadSubjectError(f"reply: {exc}") from None
-        payload = bytes(data)
-        plan = self._router.plan(subject)
-        if plan.empty:
-            return
-        for sub in plan.local:
-            sub.deliver(Msg(subject, payload, reply or "", headers, sub.sid, self))
-        peers = plan.peers
-        if plan.groups:
-            chosen: dict[int, list[bytes]] = {}
-            for group, members in plan.groups.items():
-                m = self._router.pick(members)
-                if isinstance(m, LocalSub):
-                    m.deliver(Msg(subject, payload, reply or "", headers, m.sid, self))
-                else:
-                    chosen.setdefault(m, []).append(group.encode())
-            if chosen:
-                hdr = wire.encode_headers(headers)
-                rb = reply.encode() if reply else b""
-                for peer_id, groups in chosen.items():
-                    body = wire.encode_msg_body(ch.subject_bytes, rb, hdr, tuple(groups), payload)
-                    self._send_msg(peer_id, ch, body, len(payload))
-                peers = [p for p in peers if p not in chosen]
-        if peers:
-            body = wire.encode_msg_body(
-                ch.subject_bytes,
-                reply.encode() if reply else b"",
-                wire.encode_headers(headers),
-                (),
-                payload,
-            )
-            for peer_id in peers:
-                self._send_msg(peer_id, ch, body, len(payload))
+        self._publish(subject, data, reply or "", headers)
         if self._out_bytes >= _FLUSH_BYTES:
             self._flush()
             if self._udp.backlog_bytes > _BACKLOG_LIMIT:
                 await self._udp.wait_drained()
 
+    def _publish(
+        self, subject: str, data: bytes, reply: str, headers: dict[str, str] | None
+    ) -> None:
+        if len(data) > self.max_payload:
+            raise errors.MaxPayloadError(
+                f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}"
+            )
+        ch = self._channels.get(subject) or self._channel(subject)
+        payload = data if type(data) is bytes else bytes(data)
+        plan = self._router.plan(subject)
+        if plan.empty:
+            return
+        for sub in plan.local:
+            sub.deliver(Msg(subject, payload, reply, headers, sub.sid, self))
+        peers = plan.peers
+        if not peers and not plan.groups:
+            return
+        sb = ch.subject_bytes or subject.encode()
+        rb = reply.encode() if reply else b""
+        hdr = wire.encode_headers(headers) if headers else b""
+        if plan.groups:
+            chosen: dict[int, list[bytes]] = {}
+            for group, members in plan.groups.items():
+                m = self._router.pick(members)
+                if isinstance(m, LocalSub):
+                    m.deliver(Msg(subject, payload, reply, headers, m.sid, self))
+                else:
+                    chosen.setdefault(m, []).append(group.encode())
+            if chosen:
+                for peer_id, groups in chosen.items():
+                    body = wire.encode_msg_body(sb, rb, hdr, tuple(groups), payload)
+                    self._send_msg(peer_id, ch, body, len(payload))
+                peers = [p for p in peers if p not in chosen]
+        if peers:
+            body = wire.encode_msg_body(sb, rb, hdr, (), payload)
+            for peer_id in peers:
+                self._send_msg(peer_id, ch, body, len(payload))
+
     def _send_msg(self, peer_id: int, ch: _Channel, body: bytes, size: int) -> None:
         peer = self._discovery.peers.get(peer_id)
         if peer is None:
             return
-        if (ch.pattern, peer_id) not in self._routes_logged:
-            self._note_route(ch, peer)
+        if peer_id not in ch.routed:
+            ch.routed.add(peer_id)
+            if (ch.pattern, peer_id) not in self._routes_logged:
+                self._note_route(ch, peer)
         self._send_frame(peer.addr, wire.MSG, body)
         ch.sent_msgs.value += 1
         ch.sent_bytes.value += size
@@ -417,14 +431,17 @@ class Session:
             q = self._out[addr] = []
         q.extend(frames)
         self._out_bytes += len(body)
-        if self._flush_handle is None:
+        if self._flush_handle is None and not self._receiving:
+            # Inside the receive path the batch's end flushes; elsewhere, the loop's next turn.
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Coalesce queued frames into datagrams and hand them to the transport."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        handle = self._flush_handle
+        if handle is not None:
             self._flush_handle = None
+            handle.cancel()
+            _unschedule(self._loop, handle)
         if not self._out:
             return
         out, self._out = self._out, {}
@@ -529,12 +546,16 @@ class Session:
         token = str(next(self._tokens))
         fut: asyncio.Future[Msg] = self._loop.create_future()
         self._requests[token] = fut
+        # A timer on the future itself: no extra task per request, unlike asyncio.wait_for.
+        timer = self._loop.call_later(timeout, _expire, fut)
         try:
-            await self.publish(subject, data, reply=f"{self.inbox_prefix}.{token}", headers=headers)
-            return await asyncio.wait_for(fut, timeout)
+            self._publish(subject, data, f"{self.inbox_prefix}.{token}", headers)
+            self._flush()  # about to wait: the request leaves now
+            return await fut
         except TimeoutError:
             raise errors.TimeoutError(f"no reply on {subject!r} within {timeout}s") from None
         finally:
+            timer.cancel()
             self._requests.pop(token, None)
 
     def new_inbox(self) -> str:
@@ -558,43 +579,54 @@ class Session:
             self._drop(reason)
 
     def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
+        self._receiving = True
+        try:
+            self._receive(batch)
+        finally:
+            self._receiving = False
+        self._flush()  # answers (control frames, replies of inline callbacks) leave in this turn
+
+    def _receive(self, batch: list[tuple[bytes, Address]]) -> None:
         now = self._loop.time()
         self._dgram_rx.value += len(batch)
         domain = self.domain
         me = self.peer_id
         disc = self._discovery
+        on_msg = self._on_msg
+        control = False
         for data, addr in batch:
             try:
-                hdr = wire.decode_header(data)
-                frames = wire.iter_frames(data)
+                _version, _flags, dgram_domain, sender = wire.decode_header(data)
+                spans = wire.frame_spans(data)
             except wire.WireError as exc:
                 self._drop(exc.reason)
                 continue
-            if hdr.domain != domain:
+            if dgram_domain != domain:
                 self._drop("foreign_domain")
                 continue
-            sender = hdr.sender
             if sender == me:
                 continue
             touched = False
-            for ftype, _flags, body in frames:
+            for ftype, _fflags, start, end in spans:
                 try:
                     if ftype == wire.MSG:
                         if not touched:
                             touched = True
                             disc.touch(sender, addr, now)
-                        self._on_msg(body)
+                        on_msg(data, start, end)
                     elif ftype == wire.FRAG:
                         if not touched:
                             touched = True
                             disc.touch(sender, addr, now)
-                        self._on_frag(sender, body, addr, now)
+                        control = True  # a reassembled frame may be a control frame
+                        self._on_frag(sender, memoryview(data)[start:end], addr, now)
                     else:
-                        disc.on_frame(sender, ftype, body, addr, now)
+                        control = True
+                        disc.on_frame(sender, ftype, memoryview(data)[start:end], addr, now)
                 except wire.WireError as exc:
                     self._drop(exc.reason)
-        self._pump()
-        self._flush()  # answers (control frames, replies of inline callbacks) leave in this turn
+        if control or disc.has_news:
+            self._pump()
 
     def _on_frag(self, sender: int, body: memoryview, addr: Address, now: float) -> None:
         msg_id, total, offset, inner, chunk = wire.decode_frag(body)
@@ -609,18 +641,19 @@ class Session:
         else:
             self._discovery.on_frame(sender, done.inner_type, done.body, addr, now)
 
-    def _on_msg(self, body: memoryview | bytes) -> None:
-        m = wire.decode_msg(body)
-        try:
-            ch = self._channel(m.subject)
-        except errors.BadSubjectError:
-            raise wire.WireError("bad_subject", m.subject[:64]) from None
-        n = len(m.payload)
+    def _on_msg(self, buf: bytes | memoryview, start: int = 0, end: int = -1) -> None:
+        subject, reply, headers, queues, payload = wire.decode_msg(buf, start, end)
+        ch = self._channels.get(subject)
+        if ch is None:
+            try:
+                ch = self._channel(subject)
+            except errors.BadSubjectError:
+                raise wire.WireError("bad_subject", subject[:64]) from None
         ch.recv_msgs.value += 1
-        ch.recv_bytes.value += n
-        targets = self._router.local_targets(m.subject, m.queues)
+        ch.recv_bytes.value += len(payload)
+        targets = self._router.local_targets(subject, queues)
         for sub in targets:
-            sub.deliver(Msg(m.subject, m.payload, m.reply, m.headers, sub.sid, self))
+            sub.deliver(Msg(subject, payload, reply, headers, sub.sid, self))
         ch.delivered.value += len(targets)
 
     def _pump(self) -> None:
@@ -641,6 +674,8 @@ class Session:
                 self._router.drop_remote(ev.peer.peer_id)
                 self._reassembler.forget_sender(ev.peer.peer_id)
                 self._routes_logged = {k for k in self._routes_logged if k[1] != ev.peer.peer_id}
+                for ch in self._channels.values():
+                    ch.routed.discard(ev.peer.peer_id)
         self._progress.set()
 
     # ================================================================== introspection
@@ -667,6 +702,22 @@ class Session:
             else tuple(n for n, c in self._capabilities.items() if c.available)
         )
         return choose_route(ch.qos, self._capabilities, transports)
+
+
+def _unschedule(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle) -> None:
+    """Take a cancelled callback out of the loop's ready queue, when the loop lets us.
+
+    A cancelled handle left there still makes the next loop turn poll without blocking: one
+    wasted turn per flush done ahead of time.  Only asyncio's own loops expose the queue.
+    """
+    ready = getattr(loop, "_ready", None)
+    if ready is not None and ready and ready[-1] is handle:
+        ready.pop()
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 class _Connecting:

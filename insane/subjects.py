@@ -81,3 +81,25 @@ def specificity(pattern: str) -> tuple[tuple[int, ...], int]:
     and at equal prefixes the longer pattern wins."""
     ranks = tuple(0 if t == ">" else 1 if t == "*" else 2 for t in _split(pattern))
     return ranks, len(ranks)
+
+
+#: Request reply subjects are ``_INBOX.<requester>.<digits>``: one per request.
+REPLY_PREFIX = "_INBOX."
+
+
+def reply_family(subject: str) -> str | None:
+    """The shared cache key of a request reply subject, or None for any other subject.
+
+    ``request()`` sends replies to ``_INBOX.<requester>.<n>`` with a fresh ``n`` each time;
+    caching routes and channels per such subject would mean a cache miss per request and a
+    cache that grows without end.  All of them route alike (to the subscribers of the
+    requester's inbox wildcard), so they share the key ``_INBOX.<requester>.0``.  A literal
+    subscription to one numeric reply subject is therefore not supported (nats-py never
+    makes one: its inboxes from ``new_inbox()`` are not numeric).
+    """
+    if not subject.startswith(REPLY_PREFIX):
+        return None
+    head, _, last = subject.rpartition(".")
+    if not last.isdigit() or head.count(".") != 1:
+        return None
+    return head + ".0"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from asyncio.tasks import _enter_task, _leave_task  # type: ignore[attr-defined]
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 from insane import errors
 from insane.message import Msg
@@ -48,9 +49,16 @@ class Subscription:
         self._max_msgs = 0
         self._closed = False  # no more messages will be added
         self._dropped = 0
+        self._loop = asyncio.get_running_loop()
         self._worker: asyncio.Task[None] | None = None
+        # An async callback runs eagerly, inside the receive path, until it first suspends
+        # (most never do: they publish a reply and return).  One that suspends is finished by
+        # the worker task, and later messages queue behind it, so callbacks still run one at
+        # a time and in order, as in nats-py.
+        self._busy = False
+        self._suspended: tuple[Coroutine[Any, Any, Any], Any] | None = None
         if self._async_cb:
-            self._worker = asyncio.get_running_loop().create_task(self._run_callbacks())
+            self._worker = self._loop.create_task(self._run_callbacks())
 
     # ------------------------------------------------------------------ state
 
@@ -88,15 +96,47 @@ class Subscription:
             self._session._slow_consumer(self)
             return
         self._received += 1
-        if self._cb is not None and not self._async_cb:
-            self._cb(msg)
-        else:
+        cb = self._cb
+        if cb is None or self._busy or self._pending:
             self._pending.append(msg)
             self._pending_bytes += len(msg.data)
             self._wake()
+        elif self._async_cb:
+            self._run_eagerly(msg)
+        else:
+            try:
+                cb(msg)
+            except Exception as exc:  # a failing callback must not break the receive path
+                self._session._callback_error(self, exc)
         if self._max_msgs and self._received >= self._max_msgs:
             self._session._remove_subscription(self)
             self._finish()
+
+    def _run_eagerly(self, msg: Msg) -> None:
+        """Run the async callback now, as the worker task, until it finishes or suspends."""
+        loop, worker = self._loop, self._worker
+        assert worker is not None and self._cb is not None
+        if asyncio.current_task(loop) is not None:
+            # Delivered from inside a task (a local publish): queue it for the worker instead.
+            self._pending.append(msg)
+            self._pending_bytes += len(msg.data)
+            self._wake()
+            return
+        _enter_task(loop, worker)
+        try:
+            coro: Coroutine[Any, Any, Any] = self._cb(msg)  # type: ignore[assignment]
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                return
+            except Exception as exc:
+                self._session._callback_error(self, exc)
+                return
+            self._busy = True
+            self._suspended = (coro, yielded)
+            self._wake()
+        finally:
+            _leave_task(loop, worker)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -109,7 +149,9 @@ class Subscription:
         self._wake()
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        # About to block: whatever this task published leaves now, not a loop turn later.
+        self._session._flush()
+        self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:
@@ -124,17 +166,27 @@ class Subscription:
         cb = self._cb
         assert cb is not None
         while True:
+            self._busy = True
+            if self._suspended is not None:
+                coro, yielded = self._suspended
+                self._suspended = None
+                try:
+                    await _Resume(coro, yielded)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a failing callback must not kill the subscription
+                    self._session._callback_error(self, exc)
             while self._pending:
                 msg = self._pop()
                 try:
                     await cb(msg)  # type: ignore[misc]
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # a failing callback must not kill the subscription
+                except Exception as exc:
                     self._session._callback_error(self, exc)
-            # Whatever the callbacks published (replies, above all) leaves now, not a turn later.
-            self._session._flush()
+            self._busy = False
             if self._closed:
+                self._session._flush()
                 return
             await self._wait()
 
@@ -223,3 +275,36 @@ class Subscription:
 
     def __aiter__(self) -> AsyncIterator[Msg]:
         return self.messages
+
+
+class _Resume:
+    """Awaitable that carries on a coroutine which already ran (and suspended) elsewhere.
+
+    ``first`` is what the coroutine yielded when it suspended (the future it waits on); the
+    task awaiting this object waits on that future, then keeps driving the coroutine.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 MAGIC = b"IN"
 VERSION = 1
 
 HEADER = struct.Struct("!2sBBIQ")  # magic, version, flags, domain, sender
+_HEADER_FAST = struct.Struct("!3sBIQ")  # magic and version as one field, flags, domain, sender
+PREFIX = MAGIC + bytes((VERSION,))
 FRAME_HEADER = struct.Struct("!BBH")  # type, flags, body length
 HEADER_SIZE = HEADER.size
 FRAME_HEADER_SIZE = FRAME_HEADER.size
@@ -66,8 +68,7 @@ class WireError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class DatagramHeader:
+class DatagramHeader(NamedTuple):
     version: int
     flags: int
     domain: int
@@ -81,8 +82,7 @@ class InterestEntry:
     queue: str
 
 
-@dataclass(slots=True)
-class Message:
+class Message(NamedTuple):
     """A decoded MSG frame."""
 
     subject: str
@@ -100,15 +100,39 @@ def encode_header(domain: int, sender: int, flags: int = 0) -> bytes:
     return HEADER.pack(MAGIC, VERSION, flags, domain, sender)
 
 
+_new_header = tuple.__new__
+
+
 def decode_header(data: bytes | memoryview) -> DatagramHeader:
     if len(data) < HEADER_SIZE:
         raise WireError("truncated", "shorter than the datagram header")
-    magic, version, flags, domain, sender = HEADER.unpack_from(data, 0)
-    if magic != MAGIC:
-        raise WireError("foreign", "bad magic")
-    if version != VERSION:
-        raise WireError("bad_version", f"version {version}")
-    return DatagramHeader(version, flags, domain, sender)
+    prefix, flags, domain, sender = _HEADER_FAST.unpack_from(data, 0)
+    if prefix != PREFIX:
+        if prefix[:2] != MAGIC:
+            raise WireError("foreign", "bad magic")
+        raise WireError("bad_version", f"version {prefix[2]}")
+    return _new_header(DatagramHeader, (VERSION, flags, domain, sender))
+
+
+def frame_spans(data: bytes | memoryview, start: int = HEADER_SIZE) -> list[tuple[int, int, int, int]]:
+    """Split a datagram into frames as (type, flags, body start, body end) offsets into
+    ``data``, without copying; raise if any length is wrong."""
+    end = len(data)
+    pos = start
+    spans: list[tuple[int, int, int, int]] = []
+    unpack = FRAME_HEADER.unpack_from
+    while pos < end:
+        if end - pos < FRAME_HEADER_SIZE:
+            raise WireError("truncated", "partial frame header")
+        ftype, fflags, length = unpack(data, pos)
+        pos += FRAME_HEADER_SIZE
+        if pos + length > end:
+            raise WireError("truncated", "frame longer than datagram")
+        spans.append((ftype, fflags, pos, pos + length))
+        pos += length
+    if not spans:
+        raise WireError("empty", "datagram without frames")
+    return spans
 
 
 def iter_frames(
@@ -116,22 +140,7 @@ def iter_frames(
 ) -> list[tuple[int, int, memoryview]]:
     """Split a datagram body into (type, flags, body) triples; raise if any length is wrong."""
     view = memoryview(data)
-    end = len(view)
-    pos = start
-    frames: list[tuple[int, int, memoryview]] = []
-    unpack = FRAME_HEADER.unpack_from
-    while pos < end:
-        if end - pos < FRAME_HEADER_SIZE:
-            raise WireError("truncated", "partial frame header")
-        ftype, fflags, length = unpack(view, pos)
-        pos += FRAME_HEADER_SIZE
-        if pos + length > end:
-            raise WireError("truncated", "frame longer than datagram")
-        frames.append((ftype, fflags, view[pos : pos + length]))
-        pos += length
-    if not frames:
-        raise WireError("empty", "datagram without frames")
-    return frames
+    return [(t, f, view[a:b]) for t, f, a, b in frame_spans(data, start)]
 
 
 def frame(ftype: int, body: bytes, flags: int = 0) -> bytes:
@@ -294,41 +303,45 @@ def encode_msg_body(
     return b"".join((head, subject, reply, headers, qparts, payload))
 
 
-def decode_msg(body: memoryview | bytes) -> Message:
-    view = memoryview(body)
-    n = len(view)
-    if n < MSG_HEAD_SIZE:
+_new_message = tuple.__new__  # builds the NamedTuple without its Python-level __new__
+
+
+def decode_msg(buf: bytes | memoryview, start: int = 0, end: int = -1) -> Message:
+    """Decode the MSG body ``buf[start:end]`` (``end`` -1: to the end of ``buf``)."""
+    if end < 0:
+        end = len(buf)
+    pos = start + MSG_HEAD_SIZE
+    if pos > end:
         raise WireError("truncated", "msg header")
-    slen, rlen, hlen, qcount = _MSG_HEAD.unpack_from(view, 0)
-    pos = MSG_HEAD_SIZE
-    if slen == 0 or pos + slen + rlen + hlen > n:
+    slen, rlen, hlen, qcount = _MSG_HEAD.unpack_from(buf, start)
+    if slen == 0 or pos + slen + rlen + hlen > end:
         raise WireError("truncated", "msg fields")
     try:
-        subject = bytes(view[pos : pos + slen]).decode()
+        subject = str(buf[pos : pos + slen], "utf-8")
         pos += slen
-        reply = bytes(view[pos : pos + rlen]).decode() if rlen else ""
+        reply = str(buf[pos : pos + rlen], "utf-8") if rlen else ""
         pos += rlen
     except UnicodeDecodeError:
         raise WireError("malformed", "subject is not UTF-8") from None
-    headers = decode_headers(view[pos : pos + hlen]) if hlen else None
+    headers = decode_headers(memoryview(buf)[pos : pos + hlen]) if hlen else None
     pos += hlen
     queues: tuple[str, ...] = ()
     if qcount:
         qs = []
         for _ in range(qcount):
-            if pos >= n:
+            if pos >= end:
                 raise WireError("truncated", "queue name")
-            ql = view[pos]
+            ql = buf[pos]
             pos += 1
-            if pos + ql > n:
+            if pos + ql > end:
                 raise WireError("truncated", "queue name")
             try:
-                qs.append(bytes(view[pos : pos + ql]).decode())
+                qs.append(str(buf[pos : pos + ql], "utf-8"))
             except UnicodeDecodeError:
                 raise WireError("malformed", "queue is not UTF-8") from None
             pos += ql
         queues = tuple(qs)
-    return Message(subject, reply, headers, queues, bytes(view[pos:]))
+    return _new_message(Message, (subject, reply, headers, queues, bytes(buf[pos:end])))
 
 
 # ---------------------------------------------------------------------------------------------

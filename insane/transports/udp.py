@@ -11,6 +11,7 @@ import asyncio
 import collections
 import errno
 import socket
+import time
 from collections.abc import Sequence
 
 from insane.netif import path_mtu, resolve_bind
@@ -21,6 +22,10 @@ _MAX_UDP_PAYLOAD = 65507
 #: Largest datagram we send on loopback: big enough to batch well, below the 64 KiB limit.
 _LOOPBACK_DATAGRAM = 65000
 _RECV_BURST = 512
+#: Stop a receive burst after a datagram shorter than this (see ``_readable``).
+_SMALL_DATAGRAM = 1024
+#: Wake-ups closer together than this (seconds) mean traffic is heavy: always read in bursts.
+_BUSY_GAP = 200e-6
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
@@ -95,6 +100,7 @@ class UdpTransport(Transport):
         self._loop = asyncio.get_running_loop()
         self._drained = asyncio.Event()
         self._drained.set()
+        self._last_rx = 0.0
         self._loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
@@ -103,9 +109,19 @@ class UdpTransport(Transport):
             return
         batch: list[tuple[bytes, Address]] = []
         recv = sock.recvfrom
+        # At low rates (the previous wake-up was a while ago) a small datagram is most likely
+        # alone: stop after it rather than pay a failing recv per message.  If more were
+        # waiting, the loop polls readable again at once, and the short gap switches back to
+        # full bursts.
+        now = time.monotonic()
+        lone = now - self._last_rx > _BUSY_GAP
+        self._last_rx = now
         try:
             for _ in range(_RECV_BURST):
-                batch.append(recv(65536))
+                item = recv(65536)
+                batch.append(item)
+                if lone and len(item[0]) < _SMALL_DATAGRAM:
+                    break
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
