@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from insane import errors
+from insane.deadlines import Deadlines
 from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp
 from insane.host_registry import HostRegistry
 from insane.message import Msg
@@ -104,7 +105,8 @@ class Session:
         self._channels: dict[str, _Channel] = {}
         self._subs: dict[int, Subscription] = {}
         self._sids = itertools.count(1)
-        self._requests: dict[str, asyncio.Future[Msg]] = {}
+        self._requests: dict[str, asyncio.Future[Msg | None]] = {}
+        self._deadlines = Deadlines(self._loop)
         self._tokens = itertools.count(1)
         self.inbox_prefix = f"{INBOX_PREFIX}.{self.peer_id:016x}"
         self._registry = HostRegistry(self.domain, self.peer_id) if disc.host_registry else None
@@ -112,7 +114,7 @@ class Session:
         self._mcast: multicast.MulticastListener | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()
-        self._receiving = False  # inside _on_datagrams: the batch's end flushes
+        self._flush_due = False  # the caller flushes when done (receive path, request)
         self._capabilities: dict[str, TransportCapability] = {}
         self._routes_logged: set[tuple[str, int]] = set()
         self._closed = False
@@ -261,6 +263,7 @@ class Session:
         for fut in self._requests.values():
             if not fut.done():
                 fut.set_exception(errors.ConnectionClosedError("session closed"))
+        self._deadlines.close()
         for sub in list(self._subs.values()):
             sub._finish()
             await sub._stop_worker()
@@ -431,7 +434,7 @@ class Session:
             q = self._out[addr] = []
         q.extend(frames)
         self._out_bytes += len(body)
-        if self._flush_handle is None and not self._receiving:
+        if self._flush_handle is None and not self._flush_due:
             # Inside the receive path the batch's end flushes; elsewhere, the loop's next turn.
             self._flush_handle = self._loop.call_soon(self._flush)
 
@@ -544,19 +547,23 @@ class Session:
         if self._router.plan(subject).empty:
             raise errors.NoRespondersError(f"no responders on {subject!r}")
         token = str(next(self._tokens))
-        fut: asyncio.Future[Msg] = self._loop.create_future()
+        fut: asyncio.Future[Msg | None] = self._loop.create_future()
         self._requests[token] = fut
-        # A timer on the future itself: no extra task per request, unlike asyncio.wait_for.
-        timer = self._loop.call_later(timeout, _expire, fut)
+        self._deadlines.add(timeout, fut)  # resolves fut with None when the time is up
         try:
-            self._publish(subject, data, f"{self.inbox_prefix}.{token}", headers)
+            self._flush_due = True  # flushed just below: no need to schedule a flush
+            try:
+                self._publish(subject, data, f"{self.inbox_prefix}.{token}", headers)
+            finally:
+                self._flush_due = False
             self._flush()  # about to wait: the request leaves now
-            return await fut
-        except TimeoutError:
-            raise errors.TimeoutError(f"no reply on {subject!r} within {timeout}s") from None
+            msg = await fut
         finally:
-            timer.cancel()
             self._requests.pop(token, None)
+        if msg is None:
+            raise errors.TimeoutError(f"no reply on {subject!r} within {timeout}s")
+        self._deadlines.finished()
+        return msg
 
     def new_inbox(self) -> str:
         return f"{self.inbox_prefix}.x{next(self._tokens)}"
@@ -579,11 +586,11 @@ class Session:
             self._drop(reason)
 
     def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
-        self._receiving = True
+        self._flush_due = True
         try:
             self._receive(batch)
         finally:
-            self._receiving = False
+            self._flush_due = False
         self._flush()  # answers (control frames, replies of inline callbacks) leave in this turn
 
     def _receive(self, batch: list[tuple[bytes, Address]]) -> None:
@@ -713,11 +720,6 @@ def _unschedule(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle) -> None
     ready = getattr(loop, "_ready", None)
     if ready is not None and ready and ready[-1] is handle:
         ready.pop()
-
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 class _Connecting:

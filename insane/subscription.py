@@ -148,10 +148,12 @@ class Subscription:
         self._closed = True
         self._wake()
 
-    async def _wait(self) -> None:
+    async def _wait(self, timeout: float | None = None) -> None:
         # About to block: whatever this task published leaves now, not a loop turn later.
         self._session._flush()
         self._waiter = self._loop.create_future()
+        if timeout is not None:
+            self._session._deadlines.add(timeout, self._waiter)
         try:
             await self._waiter
         finally:
@@ -211,12 +213,10 @@ class Subscription:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise errors.TimeoutError("no message in time")
-            # A timer on the waiter itself: no extra task per call, unlike asyncio.wait_for.
-            timer = loop.call_later(remaining, self._wake)
-            try:
-                await self._wait()
-            finally:
-                timer.cancel()
+            # The session's shared deadlines wake the waiter: no timer or task per call.
+            await self._wait(remaining)
+            if self._pending:
+                self._session._deadlines.finished()
         return self._pop()
 
     @property
