@@ -1054,3 +1054,67 @@ async def pending_bytes_limit(ctx: Ctx) -> Any:
     await wait_until(lambda: sub.pending_msgs + len(errors) >= 12, 3.0)
     await asyncio.sleep(0.05)
     return [sub.pending_msgs, len(errors)]
+
+
+@scenario(
+    "request_over_max_payload",
+    {"sub": None, "pub": "MaxPayloadError"},
+    facade_xfail=(
+        "needs insane change: Session.request checks the payload against max_payload "
+        "(MaxPayloadError) before looking for responders (NoRespondersError), as nats-py does "
+        "by publishing first"
+    ),
+)
+async def request_over_max_payload(ctx: Ctx) -> Any:
+    nc = await ctx.connect()
+    return await ctx.outcome(nc.request(ctx.s("nobody"), b"x" * (nc.max_payload + 1)))
+
+
+@scenario(
+    "unsubscribe_limit_already_reached",
+    {"sub": None, "pub": [3, [0, 1, 2]]},
+    facade_xfail=(
+        "needs insane change: Subscription.unsubscribe(limit) when limit <= messages already "
+        "received stops the subscription but keeps what is pending for next_msg (nats-py "
+        "keeps its queue; INSANE clears it)"
+    ),
+)
+async def unsubscribe_limit_already_reached(ctx: Ctx) -> Any:
+    nc = await ctx.connect()
+    pub = await ctx.connect()
+    sub = await nc.subscribe(ctx.s("l"))
+    await nc.flush()
+    for i in range(3):
+        await pub.publish(ctx.s("l"), str(i).encode())
+    await pub.flush()
+    await wait_until(lambda: sub.pending_msgs >= 3, 3.0)
+    await sub.unsubscribe(limit=2)
+    pending = sub.pending_msgs
+    got: list[int] = []
+    for _ in range(3):
+        try:
+            got.append(int((await sub.next_msg(timeout=0.1)).data))
+        except Exception:
+            break
+    return [pending, got]
+
+
+@scenario(
+    "local_headers",
+    {"sub": None, "pub": [None, {"k": "v"}, False]},
+    facade_xfail=(
+        "needs insane change: delivery inside one session hands subscribers what a remote "
+        "peer would get: headers=None for {} and a copy of the headers dict, not the "
+        "publisher's own object"
+    ),
+)
+async def local_headers(ctx: Ctx) -> Any:
+    nc = await ctx.connect()
+    sub = await nc.subscribe(ctx.s("h"))
+    await nc.flush()
+    sent = {"k": "v"}
+    await nc.publish(ctx.s("h"), b"0", headers={})
+    await nc.publish(ctx.s("h"), b"1", headers=sent)
+    await nc.flush()
+    a, b = await collect(sub, 2)
+    return [a.headers, b.headers, b.headers is sent]
