@@ -63,12 +63,16 @@ class Router:
         self._plans: dict[str, Plan] = {}
         self._targets: dict[tuple[str, tuple[str, ...]], list[LocalSub]] = {}
         self._rr = itertools.count()
+        #: Called after any change of interest (for caches built on top of plans).
+        self.on_change: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ interest changes
 
     def _changed(self) -> None:
         self._plans.clear()
         self._targets.clear()
+        if self.on_change is not None:
+            self.on_change()
 
     def add_local(self, sub: LocalSub) -> None:
         self._local[sub.sid] = sub

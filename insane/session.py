@@ -28,11 +28,13 @@ from insane.message import Msg
 from insane.metrics import STORE, Cell
 from insane.netif import multicast_interfaces
 from insane.protocol import wire
+from insane.protocol.batching import OutQueue
 from insane.protocol.fragments import Fragmenter, Reassembler
 from insane.qos import Config, load_config
 from insane.qos.model import ChannelQoS
 from insane.qos.policy import choose_route
 from insane.router import LocalSub, Router
+from insane.speedups import scan_plain
 from insane.subjects import SubjectError, reply_family, validate_pattern, validate_subject
 from insane.subscription import Callback, Subscription
 from insane.transports import multicast
@@ -49,6 +51,8 @@ _BACKLOG_LIMIT = 8 * 1024 * 1024
 _CACHE_LIMIT = 8192
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 INBOX_PREFIX = "_INBOX"
+_MSG_FRAME_HEAD = wire.MSG_FRAME_HEAD
+_MSG_BASE = wire.MSG_HEAD_SIZE  # MSG body = head + subject + payload (plain messages)
 
 
 @dataclass
@@ -67,6 +71,23 @@ class _Channel:
     routed: set[int] = field(default_factory=set)
 
 
+@dataclass
+class _FastSend:
+    """A subject whose messages go to remote peers only, with no reply, headers or groups."""
+
+    ch: _Channel
+    queues: tuple[OutQueue, ...]
+    subject_bytes: bytes
+    max_inline: int  # largest payload that fits in one frame
+
+
+@dataclass
+class _FastReceive:
+    subject: str
+    ch: _Channel
+    targets: list[LocalSub]
+
+
 class Session:
     """A peer on the bus. Create with :func:`insane.connect`."""
 
@@ -79,6 +100,7 @@ class Session:
         disc = config.discovery
         self._loop = asyncio.get_running_loop()
         self._router = Router()
+        self._router.on_change = self._routes_changed
         self._discovery = Discovery(
             self.peer_id,
             name=self.name,
@@ -99,8 +121,12 @@ class Session:
         self._header = wire.encode_header(self.domain, self.peer_id)
         self._max_body = 0
         self._chunk = 0
-        self._out: dict[Address, list[bytes]] = {}
-        self._out_bytes = 0
+        self._out: dict[Address, OutQueue] = {}
+        self._out_bytes = 0  # queued since the last flush
+        # Fast paths for plain messages (no reply, headers or queue groups), rebuilt whenever
+        # interest changes: per subject, where a publish goes / what a receipt reaches.
+        self._tx_fast: dict[str, _FastSend] = {}
+        self._rx_fast: dict[bytes, _FastReceive] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._channels: dict[str, _Channel] = {}
         self._subs: dict[int, Subscription] = {}
@@ -251,6 +277,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        self._routes_changed()
         for addr, ftype, body in self._discovery.bye_frames():
             self._send_frame(addr, ftype, body)
         self._flush()
@@ -341,6 +368,37 @@ class Session:
         headers: dict[str, str] | None = None,
     ) -> None:
         """Send ``data`` to every subscriber of ``subject``, wherever it is."""
+        fast = self._tx_fast.get(subject)
+        if (
+            fast is not None
+            and not reply
+            and headers is None
+            and type(data) is bytes
+            and len(data) <= fast.max_inline
+        ):
+            # The common case, kept short: append the frame to each peer's datagram.
+            n = len(data)
+            sb = fast.subject_bytes
+            head = _MSG_FRAME_HEAD.pack(wire.MSG, 0, _MSG_BASE + len(sb) + n, len(sb), 0, 0, 0)
+            size = len(head) + len(sb) + n
+            for q in fast.queues:
+                buf = q.buf
+                if len(buf) + size > q.limit:
+                    buf = q.room(size)
+                buf += head
+                buf += sb
+                buf += data
+            ch = fast.ch
+            ch.sent_msgs.value += len(fast.queues)
+            ch.sent_bytes.value += n * len(fast.queues)
+            self._out_bytes += size
+            if self._flush_handle is None and not self._flush_due:
+                self._flush_handle = self._loop.call_soon(self._flush)
+            if self._out_bytes >= _FLUSH_BYTES:
+                self._flush()
+                if self._udp.backlog_bytes > _BACKLOG_LIMIT:
+                    await self._udp.wait_drained()
+            return
         if self._closed:
             raise errors.ConnectionClosedError("session closed")
         if reply:
@@ -366,6 +424,8 @@ class Session:
         plan = self._router.plan(subject)
         if plan.empty:
             return
+        if not plan.local and not plan.groups and not reply and not headers:
+            self._learn_fast_send(subject, ch, plan.peers)
         for sub in plan.local:
             sub.deliver(Msg(subject, payload, reply, headers, sub.sid, self))
         peers = plan.peers
@@ -391,6 +451,27 @@ class Session:
             body = wire.encode_msg_body(sb, rb, hdr, (), payload)
             for peer_id in peers:
                 self._send_msg(peer_id, ch, body, len(payload))
+
+    def _learn_fast_send(self, subject: str, ch: _Channel, peer_ids: list[int]) -> None:
+        if self._closed or not ch.subject_bytes or len(self._tx_fast) >= _CACHE_LIMIT:
+            return  # (request replies, whose subjects are single-use, are not remembered)
+        queues = []
+        for peer_id in peer_ids:
+            peer = self._discovery.peers.get(peer_id)
+            if peer is None:
+                return
+            if peer_id not in ch.routed:
+                ch.routed.add(peer_id)
+                if (ch.pattern, peer_id) not in self._routes_logged:
+                    self._note_route(ch, peer)
+            queues.append(self._queue(peer.addr))
+        sb = ch.subject_bytes or subject.encode()
+        max_inline = min(self.max_payload, self._max_body - wire.MSG_HEAD_SIZE - len(sb))
+        self._tx_fast[subject] = _FastSend(ch, tuple(queues), sb, max_inline)
+
+    def _routes_changed(self) -> None:
+        self._tx_fast.clear()
+        self._rx_fast.clear()
 
     def _send_msg(self, peer_id: int, ch: _Channel, body: bytes, size: int) -> None:
         peer = self._discovery.peers.get(peer_id)
@@ -424,36 +505,41 @@ class Session:
                 "insane_policy_fallbacks", ch.pattern, route.wanted, route.transport, short
             ).value += 1
 
-    def _send_frame(self, addr: Address, ftype: int, body: bytes) -> None:
-        if len(body) <= self._max_body:
-            frames = [wire.FRAME_HEADER.pack(ftype, 0, len(body)) + body]
-        else:
-            frames = self._fragmenter.split(ftype, body, self._chunk)
+    def _queue(self, addr: Address) -> OutQueue:
         q = self._out.get(addr)
         if q is None:
-            q = self._out[addr] = []
-        q.extend(frames)
-        self._out_bytes += len(body)
+            q = self._out[addr] = OutQueue(self._header, self._udp.max_datagram)
+        return q
+
+    def _send_frame(self, addr: Address, ftype: int, body: bytes) -> None:
+        q = self._queue(addr)
+        if len(body) <= self._max_body:
+            buf = q.room(wire.FRAME_HEADER_SIZE + len(body))
+            buf += wire.FRAME_HEADER.pack(ftype, 0, len(body))
+            buf += body
+        else:
+            for f in self._fragmenter.split(ftype, body, self._chunk):
+                q.add(f)
+        self._out_bytes += wire.FRAME_HEADER_SIZE + len(body)
         if self._flush_handle is None and not self._flush_due:
             # Inside the receive path the batch's end flushes; elsewhere, the loop's next turn.
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Coalesce queued frames into datagrams and hand them to the transport."""
+        """Hand every queued datagram to the transport."""
         handle = self._flush_handle
         if handle is not None:
             self._flush_handle = None
             handle.cancel()
             _unschedule(self._loop, handle)
-        if not self._out:
+        if not self._out_bytes:
             return
-        out, self._out = self._out, {}
         self._out_bytes = 0
         datagrams: list[tuple[bytes, Address]] = []
-        maxd = self._udp.max_datagram
-        for addr, frames in out.items():
-            for d in wire.pack_datagrams(self._header, frames, maxd):
-                datagrams.append((d, addr))
+        for addr, q in self._out.items():
+            if not q.empty:
+                for d in q.take():
+                    datagrams.append((d, addr))
         self._udp.send_batch(datagrams)
         self._dgram_tx.value += len(datagrams)
 
@@ -599,12 +685,12 @@ class Session:
         domain = self.domain
         me = self.peer_id
         disc = self._discovery
-        on_msg = self._on_msg
+        rx_fast = self._rx_fast
+        frame_head = wire.FRAME_HEADER.unpack_from
         control = False
         for data, addr in batch:
             try:
                 _version, _flags, dgram_domain, sender = wire.decode_header(data)
-                spans = wire.frame_spans(data)
             except wire.WireError as exc:
                 self._drop(exc.reason)
                 continue
@@ -613,23 +699,54 @@ class Session:
                 continue
             if sender == me:
                 continue
+            end = len(data)
+            pos = wire.HEADER_SIZE
+            if pos == end:
+                self._drop("empty")
+                continue
             touched = False
-            for ftype, _fflags, start, end in spans:
+            while pos < end:
+                # The run of plain messages to subjects seen before, in one native step.
+                items, pos = scan_plain(data, pos, rx_fast)
+                if items:
+                    if not touched:
+                        touched = True
+                        disc.touch(sender, addr, now)
+                    for fast, payload in items:
+                        ch = fast.ch
+                        ch.recv_msgs.value += 1
+                        ch.recv_bytes.value += len(payload)
+                        subject = fast.subject
+                        for sub in fast.targets:
+                            sub.deliver(Msg(subject, payload, "", None, sub.sid, self))
+                        ch.delivered.value += len(fast.targets)
+                    if pos >= end:
+                        break
+                # Any other frame, the general way.
+                if end - pos < wire.FRAME_HEADER_SIZE:
+                    self._drop("truncated")
+                    break
+                ftype, _fflags, length = frame_head(data, pos)
+                start = pos + wire.FRAME_HEADER_SIZE
+                pos = start + length
+                if pos > end:
+                    self._drop("truncated")
+                    break
                 try:
                     if ftype == wire.MSG:
                         if not touched:
                             touched = True
                             disc.touch(sender, addr, now)
-                        on_msg(data, start, end)
+                        self._on_msg(data, start, pos)
                     elif ftype == wire.FRAG:
                         if not touched:
                             touched = True
                             disc.touch(sender, addr, now)
                         control = True  # a reassembled frame may be a control frame
-                        self._on_frag(sender, memoryview(data)[start:end], addr, now)
+                        self._on_frag(sender, memoryview(data)[start:pos], addr, now)
                     else:
                         control = True
-                        disc.on_frame(sender, ftype, memoryview(data)[start:end], addr, now)
+                        disc.on_frame(sender, ftype, memoryview(data)[start:pos], addr, now)
                 except wire.WireError as exc:
                     self._drop(exc.reason)
         if control or disc.has_news:
@@ -659,6 +776,8 @@ class Session:
         ch.recv_msgs.value += 1
         ch.recv_bytes.value += len(payload)
         targets = self._router.local_targets(subject, queues)
+        if not (reply or headers or queues) and ch.subject_bytes and len(self._rx_fast) < _CACHE_LIMIT:
+            self._rx_fast[subject.encode()] = _FastReceive(subject, ch, targets)
         for sub in targets:
             sub.deliver(Msg(subject, payload, reply, headers, sub.sid, self))
         ch.delivered.value += len(targets)

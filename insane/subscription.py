@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-from asyncio.tasks import _enter_task, _leave_task  # type: ignore[attr-defined]
+from asyncio.tasks import (  # type: ignore[attr-defined]
+    _current_tasks,
+    _enter_task,
+    _leave_task,
+)
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from insane import errors
 from insane.message import Msg
+from insane.speedups import run_callback
 
 if TYPE_CHECKING:
     from insane.session import Session
@@ -86,57 +91,64 @@ class Subscription:
     # ------------------------------------------------------------------ input (from the session)
 
     def _deliver(self, msg: Msg) -> None:
+        cb = self._cb
+        if cb is None or self._pending or self._busy or self._closed:
+            self._enqueue(msg)
+            return
+        if len(msg.data) > self.pending_bytes_limit:
+            self._overflow()
+            return
+        self._received += 1
+        if self._async_cb:
+            loop = self._loop
+            if _current_tasks.get(loop) is not None:
+                # Delivered from inside a task (a local publish): the worker runs it.
+                self._received -= 1
+                self._enqueue(msg)
+                return
+            # Run it now, as the worker task, until it finishes or suspends.
+            worker = self._worker
+            _enter_task(loop, worker)
+            try:
+                suspended = run_callback(cb, msg)
+            except Exception as exc:  # a failing callback must not break the receive path
+                self._session._callback_error(self, exc)
+            else:
+                if suspended is not None:
+                    self._busy = True
+                    self._suspended = suspended
+                    self._wake()
+            finally:
+                _leave_task(loop, worker)
+        else:
+            try:
+                cb(msg)
+            except Exception as exc:
+                self._session._callback_error(self, exc)
+        if self._max_msgs and self._received >= self._max_msgs:
+            self._session._remove_subscription(self)
+            self._finish()
+
+    def _enqueue(self, msg: Msg) -> None:
         if self._closed:
             return
         if (
             len(self._pending) >= self.pending_msgs_limit
             or self._pending_bytes + len(msg.data) > self.pending_bytes_limit
         ):
-            self._dropped += 1
-            self._session._slow_consumer(self)
+            self._overflow()
             return
         self._received += 1
-        cb = self._cb
-        if cb is None or self._busy or self._pending:
-            self._pending.append(msg)
-            self._pending_bytes += len(msg.data)
-            self._wake()
-        elif self._async_cb:
-            self._run_eagerly(msg)
-        else:
-            try:
-                cb(msg)
-            except Exception as exc:  # a failing callback must not break the receive path
-                self._session._callback_error(self, exc)
+        self._pending.append(msg)
+        self._pending_bytes += len(msg.data)
+        self._wake()
         if self._max_msgs and self._received >= self._max_msgs:
             self._session._remove_subscription(self)
             self._finish()
 
-    def _run_eagerly(self, msg: Msg) -> None:
-        """Run the async callback now, as the worker task, until it finishes or suspends."""
-        loop, worker = self._loop, self._worker
-        assert worker is not None and self._cb is not None
-        if asyncio.current_task(loop) is not None:
-            # Delivered from inside a task (a local publish): queue it for the worker instead.
-            self._pending.append(msg)
-            self._pending_bytes += len(msg.data)
-            self._wake()
-            return
-        _enter_task(loop, worker)
-        try:
-            coro: Coroutine[Any, Any, Any] = self._cb(msg)  # type: ignore[assignment]
-            try:
-                yielded = coro.send(None)
-            except StopIteration:
-                return
-            except Exception as exc:
-                self._session._callback_error(self, exc)
-                return
-            self._busy = True
-            self._suspended = (coro, yielded)
-            self._wake()
-        finally:
-            _leave_task(loop, worker)
+    def _overflow(self) -> None:
+        self._dropped += 1
+        self._session._slow_consumer(self)
 
     def _wake(self) -> None:
         w = self._waiter

@@ -56,6 +56,9 @@ _HDR_COUNT = struct.Struct("!H")
 _HDR_ITEM = struct.Struct("!HH")
 
 MSG_HEAD_SIZE = _MSG_HEAD.size
+#: Frame header and MSG head in one: type, flags, body length, subject/reply/headers lengths,
+#: queue count.  For the fast paths that write or read a plain message in one step.
+MSG_FRAME_HEAD = struct.Struct("!BBHHHIB")
 FRAG_HEAD_SIZE = _FRAG_HEAD.size
 MAX_ANNOUNCE = 8192
 
