@@ -4,11 +4,12 @@
  * module when it was built; tests/test_speedups.py checks that both give the same results on
  * random and hostile input.  Nothing here keeps state or touches a socket.
  *
- *   scan_plain(data, pos, table) -> (items, pos)
+ *   scan_plain(data, pos, table) -> (runs, pos)
  *       Walks the frames of datagram ``data`` from offset ``pos`` for as long as they are plain
  *       MSG frames (no reply, headers or queue groups) whose subject bytes are a key of
- *       ``table``; returns [(table[subject], payload), ...] and the offset of the first frame
- *       it did not take (the caller decodes that one the general way, errors included).
+ *       ``table``; returns the runs of consecutive frames with the same subject as
+ *       [(table[subject], [payload, ...]), ...] and the offset of the first frame it did not
+ *       take (the caller decodes that one the general way, errors included).
  *
  *   run_callback(cb, msg) -> None | (coroutine, yielded)
  *       Calls the async callback and runs the coroutine until it returns (None) or suspends
@@ -40,13 +41,14 @@ scan_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t end = PyBytes_GET_SIZE(args[0]);
     if (pos < 0)
         pos = 0;
-    PyObject *items = PyList_New(0);
-    if (items == NULL)
+    PyObject *runs = PyList_New(0);
+    if (runs == NULL)
         return NULL;
-    /* Consecutive frames usually share a subject: reuse the last lookup. */
+    /* Consecutive frames usually share a subject: reuse the last lookup and run. */
     const unsigned char *last_subject = NULL;
     Py_ssize_t last_len = 0;
     PyObject *last_entry = NULL; /* borrowed from table, which the caller keeps alive */
+    PyObject *payloads = NULL;   /* borrowed from the current run */
 
     while (pos + FRAME_HEAD + MSG_HEAD <= end) {
         const unsigned char *f = p + pos;
@@ -63,20 +65,32 @@ scan_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t s1 = s0 + slen;
         if (s1 > fend)
             break;
-        PyObject *entry;
-        if (last_entry != NULL && slen == last_len && memcmp(p + s0, last_subject, slen) == 0) {
-            entry = last_entry;
-        } else {
+        if (last_entry == NULL || slen != last_len || memcmp(p + s0, last_subject, slen) != 0) {
             PyObject *key = PyBytes_FromStringAndSize((const char *)p + s0, slen);
             if (key == NULL)
                 goto error;
-            entry = PyDict_GetItemWithError(table, key);
+            PyObject *entry = PyDict_GetItemWithError(table, key);
             Py_DECREF(key);
             if (entry == NULL) {
                 if (PyErr_Occurred())
                     goto error;
                 break;
             }
+            payloads = PyList_New(0);
+            if (payloads == NULL)
+                goto error;
+            PyObject *run = PyTuple_New(2);
+            if (run == NULL) {
+                Py_DECREF(payloads);
+                goto error;
+            }
+            Py_INCREF(entry);
+            PyTuple_SET_ITEM(run, 0, entry);
+            PyTuple_SET_ITEM(run, 1, payloads); /* the run owns it; we keep a borrowed one */
+            int rc = PyList_Append(runs, run);
+            Py_DECREF(run);
+            if (rc < 0)
+                goto error;
             last_entry = entry;
             last_subject = p + s0;
             last_len = slen;
@@ -84,24 +98,16 @@ scan_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *payload = PyBytes_FromStringAndSize((const char *)p + s1, fend - s1);
         if (payload == NULL)
             goto error;
-        PyObject *pair = PyTuple_New(2);
-        if (pair == NULL) {
-            Py_DECREF(payload);
-            goto error;
-        }
-        Py_INCREF(entry);
-        PyTuple_SET_ITEM(pair, 0, entry);
-        PyTuple_SET_ITEM(pair, 1, payload);
-        int rc = PyList_Append(items, pair);
-        Py_DECREF(pair);
+        int rc = PyList_Append(payloads, payload);
+        Py_DECREF(payload);
         if (rc < 0)
             goto error;
         pos = fend;
     }
-    return Py_BuildValue("(Nn)", items, pos);
+    return Py_BuildValue("(Nn)", runs, pos);
 
 error:
-    Py_DECREF(items);
+    Py_DECREF(runs);
     return NULL;
 }
 
@@ -131,7 +137,7 @@ run_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"scan_plain", (PyCFunction)(void (*)(void))scan_plain, METH_FASTCALL,
-     "Take the run of plain, known-subject MSG frames at pos: (items, pos)."},
+     "Take the plain, known-subject MSG frames at pos: (runs, pos)."},
     {"run_callback", (PyCFunction)(void (*)(void))run_callback, METH_FASTCALL,
      "Run an async callback until it returns (None) or suspends ((coroutine, yielded))."},
     {NULL, NULL, 0, NULL},

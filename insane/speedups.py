@@ -18,14 +18,19 @@ _FRAME_MSG = 5
 _HEAD = 4 + 9  # frame header + MSG head
 
 
-def py_scan_plain(data: bytes, pos: int, table: dict[bytes, T]) -> tuple[list[tuple[T, bytes]], int]:
-    """Take the run of plain MSG frames (no reply, headers or queue groups) with a subject in
-    ``table``, from offset ``pos``: ``([(table[subject], payload), ...], next offset)``.
+def py_scan_plain(
+    data: bytes, pos: int, table: dict[bytes, T]
+) -> tuple[list[tuple[T, list[bytes]]], int]:
+    """Take the plain MSG frames (no reply, headers or queue groups) with a subject in
+    ``table``, from offset ``pos``, as runs of consecutive frames with the same subject:
+    ``([(table[subject], [payload, ...]), ...], next offset)``.
 
     Stops at the first frame that is anything else, including a malformed one, and returns its
     offset: the caller decodes it the general way (where errors are raised and counted).
     """
-    items: list[tuple[T, bytes]] = []
+    runs: list[tuple[T, list[bytes]]] = []
+    last_subject = b""
+    payloads: list[bytes] = []
     end = len(data)
     pos = max(pos, 0)
     while pos + _HEAD <= end:
@@ -41,12 +46,17 @@ def py_scan_plain(data: bytes, pos: int, table: dict[bytes, T]) -> tuple[list[tu
         s1 = pos + _HEAD + slen
         if s1 > fend:
             break
-        entry = table.get(data[pos + _HEAD : s1])
-        if entry is None:
-            break
-        items.append((entry, data[s1:fend]))
+        subject = data[pos + _HEAD : s1]
+        if not runs or subject != last_subject:
+            entry = table.get(subject)
+            if entry is None:
+                break
+            payloads = []
+            runs.append((entry, payloads))
+            last_subject = subject
+        payloads.append(data[s1:fend])
         pos = fend
-    return items, pos
+    return runs, pos
 
 
 def py_run_callback(

@@ -129,6 +129,50 @@ class Subscription:
             self._session._remove_subscription(self)
             self._finish()
 
+    def _deliver_plain(self, subject: str, payloads: list[bytes]) -> None:
+        """Deliver a run of plain messages (no reply or headers) from the receive path."""
+        session = self._session
+        sid = self.sid
+        cb = self._cb
+        loop = self._loop
+        if (
+            not self._async_cb
+            or self._pending
+            or self._busy
+            or self._closed
+            or self._max_msgs
+            or _current_tasks.get(loop) is not None
+        ):
+            for p in payloads:
+                self._deliver(Msg(subject, p, "", None, sid, session))
+            return
+        # The usual case, in one go: each callback runs now, as the worker task, until it
+        # finishes; if one suspends, the rest queue behind it for the worker.
+        limit = self.pending_bytes_limit
+        worker = self._worker
+        rest = iter(payloads)
+        _enter_task(loop, worker)
+        try:
+            for p in rest:
+                if len(p) > limit:
+                    self._overflow()
+                    continue
+                self._received += 1
+                try:
+                    suspended = run_callback(cb, Msg(subject, p, "", None, sid, session))
+                except Exception as exc:  # a failing callback must not break the receive path
+                    session._callback_error(self, exc)
+                    continue
+                if suspended is not None:
+                    self._busy = True
+                    self._suspended = suspended
+                    self._wake()
+                    break
+        finally:
+            _leave_task(loop, worker)
+        for p in rest:
+            self._enqueue(Msg(subject, p, "", None, sid, session))
+
     def _enqueue(self, msg: Msg) -> None:
         if self._closed:
             return
