@@ -45,6 +45,11 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Datagrams received from a transport.",
         ("transport",),
     ),
+    "insane_window_stalls": (
+        "counter",
+        "Times a publisher waited because a receiver's flow-control window was full.",
+        ("transport",),
+    ),
     "insane_dropped": (
         "counter",
         "Datagrams, frames or messages dropped, by reason.",

@@ -29,6 +29,7 @@ from insane.metrics import STORE, Cell
 from insane.netif import multicast_interfaces
 from insane.protocol import wire
 from insane.protocol.batching import OutQueue
+from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn
 from insane.protocol.fragments import Fragmenter, Reassembler
 from insane.qos import Config, load_config
 from insane.qos.model import ChannelQoS
@@ -49,6 +50,10 @@ _FLUSH_BYTES = 256 * 1024
 #: Make publishers wait while this much is queued in user space because the kernel pushed back.
 _BACKLOG_LIMIT = 8 * 1024 * 1024
 _CACHE_LIMIT = 8192
+#: Acknowledge received data at the latest this long after it came (seconds).
+_ACK_DELAY = 0.005
+#: A publisher blocked this long without news probes the receiver (seconds).
+_PROBE_INTERVAL = 0.05
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 INBOX_PREFIX = "_INBOX"
 _MSG_FRAME_HEAD = wire.MSG_FRAME_HEAD
@@ -127,6 +132,14 @@ class Session:
         # Fast paths for plain messages (no reply, headers or queue groups), rebuilt whenever
         # interest changes: per subject, where a publish goes / what a receipt reaches.
         self._tx_fast: dict[str, _FastSend] = {}
+        # Flow control (protocol/flow.py): what we grant senders, what senders sent us.
+        self._window = DEFAULT_WINDOW
+        self._flow_in: dict[Address, FlowIn] = {}
+        self._acks_now: set[Address] = set()
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._backpressure = False  # a window is full or the kernel pushed back
+        self._room = asyncio.Event()
+        self._window_stalls = STORE.cell("insane_window_stalls", "udp")
         self._rx_fast: dict[bytes, _FastReceive] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._channels: dict[str, _Channel] = {}
@@ -292,6 +305,9 @@ class Session:
             if not fut.done():
                 fut.set_exception(errors.ConnectionClosedError("session closed"))
         self._deadlines.close()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         for sub in list(self._subs.values()):
             sub._finish()
             await sub._stop_worker()
@@ -397,8 +413,8 @@ class Session:
                 self._flush_handle = self._loop.call_soon(self._flush)
             if self._out_bytes >= _FLUSH_BYTES:
                 self._flush()
-                if self._udp.backlog_bytes > _BACKLOG_LIMIT:
-                    await self._udp.wait_drained()
+            if self._backpressure:
+                await self._wait_for_room()
             return
         if self._closed:
             raise errors.ConnectionClosedError("session closed")
@@ -410,8 +426,8 @@ class Session:
         self._publish(subject, data, reply or "", headers)
         if self._out_bytes >= _FLUSH_BYTES:
             self._flush()
-            if self._udp.backlog_bytes > _BACKLOG_LIMIT:
-                await self._udp.wait_drained()
+        if self._backpressure:
+            await self._wait_for_room()
 
     def _publish(
         self, subject: str, data: bytes, reply: str, headers: dict[str, str] | None
@@ -537,12 +553,87 @@ class Session:
             return
         self._out_bytes = 0
         datagrams: list[tuple[bytes, Address]] = []
+        blocked = False
+        flow_in = self._flow_in
         for addr, q in self._out.items():
             if not q.empty:
+                fin = flow_in.get(addr)
+                if fin is not None and fin.unacked:  # acknowledgements ride along
+                    q.add(self._window_frame(fin))
                 for d in q.take():
                     datagrams.append((d, addr))
+                if q.flow.blocked:
+                    blocked = True
         self._udp.send_batch(datagrams)
         self._dgram_tx.value += len(datagrams)
+        self._backpressure = blocked or self._udp.backlog_bytes > _BACKLOG_LIMIT
+
+    # ------------------------------------------------------------------ flow control
+
+    def _window_frame(self, fin: FlowIn) -> bytes:
+        body = wire.window_body(fin.take_ack(), self._window)
+        return wire.FRAME_HEADER.pack(wire.WINDOW, 0, len(body)) + body
+
+    def _on_position(self, sender: int, addr: Address, flags: int, position: int) -> None:
+        fin = self._flow_in.get(addr)
+        if fin is None or fin.source != sender:
+            if sender not in self._discovery.peers:
+                return  # not a peer (yet): nothing to acknowledge to
+            fin = self._flow_in[addr] = FlowIn(sender)
+        fin.on_position(position)
+        if flags & ACK_NOW or fin.unacked >= self._window // 4:
+            self._acks_now.add(addr)
+        elif self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(_ACK_DELAY, self._ack_all)
+
+    def _send_acks(self) -> None:
+        """Acknowledge now where a probe asked or a quarter of the window is unacknowledged."""
+        for addr in self._acks_now:
+            fin = self._flow_in.get(addr)
+            if fin is not None:
+                self._queue(addr).add(self._window_frame(fin))
+                self._out_bytes += 1
+        self._acks_now.clear()
+
+    def _ack_all(self) -> None:
+        """The delayed acknowledgement: whatever is unacknowledged, acknowledge it now."""
+        self._ack_timer = None
+        for addr, fin in self._flow_in.items():
+            if fin.unacked:
+                self._queue(addr).add(self._window_frame(fin))
+                self._out_bytes += 1
+        self._flush()
+
+    def _on_window(self, addr: Address, body: memoryview) -> None:
+        acked, window = wire.decode_window(body)
+        q = self._out.get(addr)
+        if q is not None and q.flow.on_window(acked, window):
+            self._room.set()
+
+    async def _wait_for_room(self) -> None:
+        """Wait while a destination's window is full or the kernel pushes back.
+
+        A WINDOW frame opening room wakes us; without one for a while we probe the blocked
+        destinations (their WINDOW frame may have been lost).  A destination whose peer goes
+        away stops blocking (its queue is dropped with the peer).
+        """
+        while True:
+            self._flush()
+            if self._udp.backlog_bytes > _BACKLOG_LIMIT:
+                await self._udp.wait_drained()
+                continue
+            blocked = [(addr, q) for addr, q in self._out.items() if q.flow.blocked]
+            if not blocked:
+                self._backpressure = False
+                return
+            if self._closed:
+                raise errors.ConnectionClosedError("session closed")
+            self._window_stalls.value += 1
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), _PROBE_INTERVAL)
+            except TimeoutError:
+                self._udp.send_batch([(q.probe(), addr) for addr, q in blocked])
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Hand everything queued to the network and make sure every live peer knows our
@@ -705,6 +796,14 @@ class Session:
             if pos == end:
                 self._drop("empty")
                 continue
+            if data[pos] == wire.POSITION:
+                try:
+                    pflags, position = wire.read_position(data, pos)
+                except wire.WireError as exc:
+                    self._drop(exc.reason)
+                    continue
+                self._on_position(sender, addr, pflags, position)
+                pos += wire.POSITION_FRAME_SIZE
             touched = False
             while pos < end:
                 # The run of plain messages to subjects seen before, in one native step.
@@ -745,11 +844,17 @@ class Session:
                             disc.touch(sender, addr, now)
                         control = True  # a reassembled frame may be a control frame
                         self._on_frag(sender, memoryview(data)[start:pos], addr, now)
+                    elif ftype == wire.WINDOW:
+                        self._on_window(addr, memoryview(data)[start:pos])
+                    elif ftype == wire.POSITION:
+                        pass  # only meaningful first in a datagram
                     else:
                         control = True
                         disc.on_frame(sender, ftype, memoryview(data)[start:pos], addr, now)
                 except wire.WireError as exc:
                     self._drop(exc.reason)
+        if self._acks_now:
+            self._send_acks()
         if control or disc.has_news:
             self._pump()
 
@@ -777,7 +882,8 @@ class Session:
         ch.recv_msgs.value += 1
         ch.recv_bytes.value += len(payload)
         targets = self._router.local_targets(subject, queues)
-        if not (reply or headers or queues) and ch.subject_bytes and len(self._rx_fast) < _CACHE_LIMIT:
+        plain = not (reply or headers or queues)
+        if plain and ch.subject_bytes and len(self._rx_fast) < _CACHE_LIMIT:
             runners = tuple(self._plain_runner(t) for t in targets)
             self._rx_fast[subject.encode()] = _FastReceive(subject, ch, runners)
         for sub in targets:
@@ -816,7 +922,19 @@ class Session:
                 self._routes_logged = {k for k in self._routes_logged if k[1] != ev.peer.peer_id}
                 for ch in self._channels.values():
                     ch.routed.discard(ev.peer.peer_id)
+                self._forget_flow(ev.peer)
         self._progress.set()
+
+    def _forget_flow(self, peer: Peer) -> None:
+        """A gone peer neither blocks publishers nor keeps flow state."""
+        if not any(p.addr == peer.addr for p in self._discovery.peers.values()):
+            q = self._out.get(peer.addr)
+            if q is not None and q.empty:
+                del self._out[peer.addr]
+                self._room.set()
+        fin = self._flow_in.get(peer.addr)
+        if fin is not None and fin.source == peer.peer_id:
+            del self._flow_in[peer.addr]
 
     # ================================================================== introspection
 

@@ -60,10 +60,10 @@ def py_scan_plain(
 
 
 def py_run_callback(
-    cb: Callable[[Any], Coroutine[Any, Any, Any]], msg: Any
+    cb: Callable[[Any], Any], msg: Any
 ) -> tuple[Coroutine[Any, Any, Any], Any] | None:
     """Run ``cb(msg)`` until it returns (``None``) or suspends (``(coroutine, yielded)``)."""
-    coro = cb(msg)
+    coro: Coroutine[Any, Any, Any] = cb(msg)
     try:
         yielded = coro.send(None)
     except StopIteration:

@@ -108,6 +108,7 @@ class Subscription:
                 return
             # Run it now, as the worker task, until it finishes or suspends.
             worker = self._worker
+            assert worker is not None and cb is not None
             _enter_task(loop, worker)
             try:
                 suspended = run_callback(cb, msg)
@@ -150,6 +151,7 @@ class Subscription:
         # finishes; if one suspends, the rest queue behind it for the worker.
         limit = self.pending_bytes_limit
         worker = self._worker
+        assert worker is not None and cb is not None
         rest = iter(payloads)
         _enter_task(loop, worker)
         try:

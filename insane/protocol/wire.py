@@ -34,6 +34,8 @@ MSG = 5
 FRAG = 6
 BYE = 7
 INTEREST_REQ = 8
+POSITION = 9
+WINDOW = 10
 
 FRAME_NAMES = {
     ANNOUNCE: "announce",
@@ -44,6 +46,8 @@ FRAME_NAMES = {
     FRAG: "frag",
     BYE: "bye",
     INTEREST_REQ: "interest_req",
+    POSITION: "position",
+    WINDOW: "window",
 }
 
 _HEARTBEAT = struct.Struct("!IQQQ")  # interest version, sent ns, echoed ns, hold ns
@@ -56,6 +60,9 @@ _HDR_COUNT = struct.Struct("!H")
 _HDR_ITEM = struct.Struct("!HH")
 
 MSG_HEAD_SIZE = _MSG_HEAD.size
+_POSITION = struct.Struct("!BBHQ")  # a whole POSITION frame: header and position
+POSITION_FRAME_SIZE = _POSITION.size
+_WINDOW = struct.Struct("!QI")  # acknowledged position, window
 #: Frame header and MSG head in one: type, flags, body length, subject/reply/headers lengths,
 #: queue count.  For the fast paths that write or read a plain message in one step.
 MSG_FRAME_HEAD = struct.Struct("!BBHHHIB")
@@ -117,7 +124,9 @@ def decode_header(data: bytes | memoryview) -> DatagramHeader:
     return _new_header(DatagramHeader, (VERSION, flags, domain, sender))
 
 
-def frame_spans(data: bytes | memoryview, start: int = HEADER_SIZE) -> list[tuple[int, int, int, int]]:
+def frame_spans(
+    data: bytes | memoryview, start: int = HEADER_SIZE
+) -> list[tuple[int, int, int, int]]:
     """Split a datagram into frames as (type, flags, body start, body end) offsets into
     ``data``, without copying; raise if any length is wrong."""
     end = len(data)
@@ -372,3 +381,38 @@ def decode_frag(body: memoryview) -> tuple[int, int, int, int, memoryview]:
     if not chunk or offset + len(chunk) > total:
         raise WireError("malformed", "fragment outside its message")
     return msg_id, total, offset, inner, chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Flow control (see protocol/flow.py)
+
+
+def position_frame(position: int, flags: int = 0) -> bytes:
+    """A whole POSITION frame (it opens every datagram sent to a peer)."""
+    return _POSITION.pack(POSITION, flags, 8, position)
+
+
+def write_position(buf: bytearray, offset: int, position: int, flags: int = 0) -> None:
+    """Fill in the POSITION frame at ``offset`` of a datagram being built."""
+    _POSITION.pack_into(buf, offset, POSITION, flags, 8, position)
+
+
+def read_position(data: bytes, offset: int) -> tuple[int, int]:
+    """(flags, position) of the POSITION frame at ``offset``; the caller checked the type."""
+    if len(data) < offset + POSITION_FRAME_SIZE:
+        raise WireError("truncated", "position frame")
+    _t, flags, length, position = _POSITION.unpack_from(data, offset)
+    if length != 8:
+        raise WireError("malformed", "position frame length")
+    return flags, position
+
+
+def window_body(acked: int, window: int) -> bytes:
+    return _WINDOW.pack(acked, min(window, 0xFFFFFFFF))
+
+
+def decode_window(body: memoryview | bytes) -> tuple[int, int]:
+    if len(body) != _WINDOW.size:
+        raise WireError("malformed", "window frame length")
+    acked, window = _WINDOW.unpack(body)
+    return acked, window
