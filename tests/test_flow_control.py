@@ -46,9 +46,18 @@ def test_receiver_acknowledges_the_highest_position_so_loss_never_stalls() -> No
     assert fin.unacked == 0
 
 
-def test_every_datagram_opens_with_its_position() -> None:
+def test_light_traffic_carries_no_position_and_a_stream_does() -> None:
     header = wire.encode_header(3, 42)
-    q = OutQueue(header, limit=600)
+    q = OutQueue(header, limit=600, flow=FlowOut(window=10**9))
+    q.add(wire.frame(wire.MSG, wire.encode_msg_body(b"s", b"", b"", (), b"x")))
+    (d,) = q.take()
+    assert wire.frame_spans(d)[0][0] == wire.MSG  # far from the window: no POSITION frame
+    assert q.flow.sent == len(d) + DATAGRAM_OVERHEAD  # but counted all the same
+
+
+def test_near_the_window_every_datagram_opens_with_its_position() -> None:
+    header = wire.encode_header(3, 42)
+    q = OutQueue(header, limit=600, flow=FlowOut(window=0))
     for i in range(20):
         q.add(wire.frame(wire.MSG, wire.encode_msg_body(b"s", b"", b"", (), bytes(100 + i))))
     datagrams = q.take()
