@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -36,7 +37,13 @@ from insane.qos.model import ChannelQoS
 from insane.qos.policy import choose_route
 from insane.router import LocalSub, Router
 from insane.speedups import scan_plain
-from insane.subjects import SubjectError, reply_family, validate_pattern, validate_subject
+from insane.subjects import (
+    REPLY_PREFIX,
+    SubjectError,
+    reply_family,
+    validate_pattern,
+    validate_subject,
+)
 from insane.subscription import Callback, Subscription
 from insane.transports import multicast
 from insane.transports.base import Address, TransportCapability
@@ -57,7 +64,9 @@ _PROBE_INTERVAL = 0.05
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 INBOX_PREFIX = "_INBOX"
 _MSG_FRAME_HEAD = wire.MSG_FRAME_HEAD
-_MSG_BASE = wire.MSG_HEAD_SIZE  # MSG body = head + subject + payload (plain messages)
+_MSG_BASE = wire.MSG_HEAD_SIZE  # MSG body = head + subject + reply + payload (plain messages)
+#: Room kept in a fast-path frame for a reply subject (``_INBOX.<16 hex>.<token>``).
+_REPLY_ROOM = 64
 
 
 @dataclass
@@ -132,6 +141,7 @@ class Session:
         # Fast paths for plain messages (no reply, headers or queue groups), rebuilt whenever
         # interest changes: per subject, where a publish goes / what a receipt reaches.
         self._tx_fast: dict[str, _FastSend] = {}
+        self._tx_reply: dict[str, _FastSend] = {}  # by reply family (subjects.reply_family)
         # Flow control (protocol/flow.py): what we grant senders, what senders sent us.
         self._window = DEFAULT_WINDOW
         self._flow_in: dict[Address, FlowIn] = {}
@@ -380,22 +390,29 @@ class Session:
     async def publish(
         self,
         subject: str,
-        data: bytes = b"",
+        payload: bytes = b"",
         reply: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Send ``data`` to every subscriber of ``subject``, wherever it is."""
+        """Send ``payload`` to every subscriber of ``subject``, wherever it is.
+
+        Returns once the message is queued; it waits only while a receiver's flow-control
+        window is full or the kernel pushes back.
+        """
         fast = self._tx_fast.get(subject)
+        if fast is None and subject.startswith(REPLY_PREFIX):
+            fast = self._tx_reply.get(reply_family(subject) or "")
         if (
             fast is not None
             and not reply
             and headers is None
-            and type(data) is bytes
-            and len(data) <= fast.max_inline
+            and type(payload) is bytes
+            and len(payload) <= fast.max_inline
         ):
-            # The common case, kept short: append the frame to each peer's datagram.
-            n = len(data)
-            sb = fast.subject_bytes
+            # The common case, kept short: append the frame to each peer's datagram (as
+            # _send_plain does, inlined: this is the throughput path).
+            n = len(payload)
+            sb = fast.subject_bytes or subject.encode()
             head = _MSG_FRAME_HEAD.pack(wire.MSG, 0, _MSG_BASE + len(sb) + n, len(sb), 0, 0, 0)
             size = len(head) + len(sb) + n
             for q in fast.queues:
@@ -404,7 +421,7 @@ class Session:
                     buf = q.room(size)
                 buf += head
                 buf += sb
-                buf += data
+                buf += payload
             ch = fast.ch
             ch.sent_msgs.value += len(fast.queues)
             ch.sent_bytes.value += n * len(fast.queues)
@@ -413,9 +430,14 @@ class Session:
                 self._flush_handle = self._loop.call_soon(self._flush)
             if self._out_bytes >= _FLUSH_BYTES:
                 self._flush()
-            if self._backpressure:
-                await self._wait_for_room()
-            return
+        else:
+            self._publish_checked(subject, payload, reply, headers)
+        if self._backpressure:
+            await self._wait_for_room()
+
+    def _publish_checked(
+        self, subject: str, data: bytes, reply: str | None, headers: dict[str, str] | None
+    ) -> None:
         if self._closed:
             raise errors.ConnectionClosedError("session closed")
         if reply:
@@ -426,8 +448,6 @@ class Session:
         self._publish(subject, data, reply or "", headers)
         if self._out_bytes >= _FLUSH_BYTES:
             self._flush()
-        if self._backpressure:
-            await self._wait_for_room()
 
     def _publish(
         self, subject: str, data: bytes, reply: str, headers: dict[str, str] | None
@@ -441,7 +461,7 @@ class Session:
         plan = self._router.plan(subject)
         if plan.empty:
             return
-        if not plan.local and not plan.groups and not reply and not headers:
+        if not plan.local and not plan.groups:
             self._learn_fast_send(subject, ch, plan.peers)
         for sub in plan.local:
             sub.deliver(Msg(subject, payload, reply, headers, sub.sid, self))
@@ -469,9 +489,38 @@ class Session:
             for peer_id in peers:
                 self._send_msg(peer_id, ch, body, len(payload))
 
+    def _send_plain(self, fast: _FastSend, sb: bytes, rb: bytes, data: bytes) -> None:
+        """Append a MSG frame with no headers or queue groups to each destination's datagram
+        (the caller checked that it fits one frame)."""
+        n = len(data)
+        head = _MSG_FRAME_HEAD.pack(
+            wire.MSG, 0, _MSG_BASE + len(sb) + len(rb) + n, len(sb), len(rb), 0, 0
+        )
+        size = len(head) + len(sb) + len(rb) + n
+        for q in fast.queues:
+            buf = q.buf
+            if len(buf) + size > q.limit:
+                buf = q.room(size)
+            buf += head
+            buf += sb
+            if rb:
+                buf += rb
+            buf += data
+        ch = fast.ch
+        ch.sent_msgs.value += len(fast.queues)
+        ch.sent_bytes.value += n * len(fast.queues)
+        self._out_bytes += size
+        if self._flush_handle is None and not self._flush_due:
+            self._flush_handle = self._loop.call_soon(self._flush)
+        if self._out_bytes >= _FLUSH_BYTES:
+            self._flush()
+
     def _learn_fast_send(self, subject: str, ch: _Channel, peer_ids: list[int]) -> None:
-        if self._closed or not ch.subject_bytes or len(self._tx_fast) >= _CACHE_LIMIT:
-            return  # (request replies, whose subjects are single-use, are not remembered)
+        if self._closed:
+            return
+        family = not ch.subject_bytes  # request replies: one route per requester
+        if len(self._tx_reply if family else self._tx_fast) >= _CACHE_LIMIT:
+            return
         queues = []
         for peer_id in peer_ids:
             peer = self._discovery.peers.get(peer_id)
@@ -482,12 +531,19 @@ class Session:
                 if (ch.pattern, peer_id) not in self._routes_logged:
                     self._note_route(ch, peer)
             queues.append(self._queue(peer.addr))
-        sb = ch.subject_bytes or subject.encode()
-        max_inline = min(self.max_payload, self._max_body - wire.MSG_HEAD_SIZE - len(sb))
-        self._tx_fast[subject] = _FastSend(ch, tuple(queues), sb, max_inline)
+        # Room left for the payload in one frame, with the longest reply subject we send.
+        room = self._max_body - wire.MSG_HEAD_SIZE - len(subject.encode()) - _REPLY_ROOM
+        max_inline = min(self.max_payload, room)
+        if family:
+            self._tx_reply[reply_family(subject) or subject] = _FastSend(
+                ch, tuple(queues), b"", max_inline
+            )
+        else:
+            self._tx_fast[subject] = _FastSend(ch, tuple(queues), ch.subject_bytes, max_inline)
 
     def _routes_changed(self) -> None:
         self._tx_fast.clear()
+        self._tx_reply.clear()
         self._rx_fast.clear()
 
     def _send_msg(self, peer_id: int, ch: _Channel, body: bytes, size: int) -> None:
@@ -721,17 +777,28 @@ class Session:
         """Publish with a reply subject and wait for the first answer."""
         if self._closed:
             raise errors.ConnectionClosedError("session closed")
-        self._channel(subject)
-        if self._router.plan(subject).empty:
-            raise errors.NoRespondersError(f"no responders on {subject!r}")
+        fast = self._tx_fast.get(subject)
+        if fast is None:
+            self._channel(subject)
+            if self._router.plan(subject).empty:
+                raise errors.NoRespondersError(f"no responders on {subject!r}")
         token = str(next(self._tokens))
+        reply = f"{self.inbox_prefix}.{token}"
         fut: asyncio.Future[Msg | None] = self._loop.create_future()
         self._requests[token] = fut
         self._deadlines.add(timeout, fut)  # resolves fut with None when the time is up
         try:
             self._flush_due = True  # flushed just below: no need to schedule a flush
             try:
-                self._publish(subject, data, f"{self.inbox_prefix}.{token}", headers)
+                if (
+                    fast is not None
+                    and headers is None
+                    and type(data) is bytes
+                    and len(data) <= fast.max_inline
+                ):
+                    self._send_plain(fast, fast.subject_bytes, reply.encode(), data)
+                else:
+                    self._publish(subject, data, reply, headers)
             finally:
                 self._flush_due = False
             self._flush()  # about to wait: the request leaves now
@@ -973,6 +1040,25 @@ def _unschedule(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle) -> None
         ready.pop()
 
 
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Once per process, after the first session is up: move everything alive (modules,
+    classes, configuration: objects that live as long as the process) out of the cyclic
+    garbage collector's generations (``gc.freeze()``).
+
+    Messaging allocates many short-lived objects; each collection would otherwise walk those
+    long-lived ones again, which measurably costs round-trip time.  Nothing is switched off:
+    new objects are collected as before.  ``INSANE_GC_FREEZE=0`` leaves the collector alone.
+    """
+    global _frozen
+    if not _frozen and os.environ.get("INSANE_GC_FREEZE", "1") != "0":
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 class _Connecting:
     """What :func:`connect` returns: await it for a session, or use it with ``async with``."""
 
@@ -990,6 +1076,7 @@ class _Connecting:
             await session.close()
             raise
         self._session = session
+        _freeze_startup_objects()
         return session
 
     def __await__(self) -> Any:

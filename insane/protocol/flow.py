@@ -6,9 +6,9 @@ position (a datagram counts its length plus :data:`DATAGRAM_OVERHEAD`, about wha
 charges for it), and writes the position reached at the head of every datagram (a POSITION
 frame).  The receiver answers with WINDOW frames: the highest position it has read out of its
 socket, and how much more it accepts.  The sender stops (``blocked``) when what it sent beyond
-the last acknowledged position fills the window, and a blocked publisher waits.  Datagrams carry the POSITION
-frame only while at least an eighth of the window is unacknowledged, so light traffic pays
-nothing for flow control.
+the last acknowledged position fills the window, and a blocked publisher waits.  Datagrams
+carry the POSITION frame only while at least an eighth of the window is unacknowledged, so
+light traffic pays nothing for flow control.
 
 Positions are acknowledged as "highest seen", not "all received", so a lost datagram never
 stalls the window; recovering lost data is the reliability layer's job, not this one's.  A
