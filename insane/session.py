@@ -630,6 +630,16 @@ class Session:
         body = wire.window_body(fin.take_ack(), self._window)
         return wire.FRAME_HEADER.pack(wire.WINDOW, 0, len(body)) + body
 
+    def _on_position_frame(self, data: bytes, addr: Address) -> None:
+        try:
+            _version, _flags, domain, sender = wire.decode_header(data)
+            pflags, position = wire.read_position(data, wire.HEADER_SIZE)
+        except wire.WireError as exc:
+            self._drop(exc.reason)
+            return
+        if domain == self.domain and sender != self.peer_id:
+            self._on_position(sender, addr, pflags, position)
+
     def _on_position(self, sender: int, addr: Address, flags: int, position: int) -> None:
         fin = self._flow_in.get(addr)
         if fin is None or fin.source != sender:
@@ -847,6 +857,15 @@ class Session:
         rx_fast = self._rx_fast
         frame_head = wire.FRAME_HEADER.unpack_from
         control = False
+        # Flow control first: the whole batch is out of the socket buffer now, so the senders
+        # may go on while we process it (acknowledging after processing would make them wait
+        # for it, and sender and receiver would take turns instead of working side by side).
+        for data, addr in batch:
+            if len(data) > wire.HEADER_SIZE and data[wire.HEADER_SIZE] == wire.POSITION:
+                self._on_position_frame(data, addr)
+        if self._acks_now:
+            self._send_acks()
+            self._flush()
         for data, addr in batch:
             try:
                 _version, _flags, dgram_domain, sender = wire.decode_header(data)
@@ -864,13 +883,9 @@ class Session:
                 self._drop("empty")
                 continue
             if data[pos] == wire.POSITION:
-                try:
-                    pflags, position = wire.read_position(data, pos)
-                except wire.WireError as exc:
-                    self._drop(exc.reason)
-                    continue
-                self._on_position(sender, addr, pflags, position)
-                pos += wire.POSITION_FRAME_SIZE
+                pos += wire.POSITION_FRAME_SIZE  # handled above
+                if pos > end:
+                    continue  # (and counted there)
             touched = False
             while pos < end:
                 # The run of plain messages to subjects seen before, in one native step.
@@ -920,8 +935,6 @@ class Session:
                         disc.on_frame(sender, ftype, memoryview(data)[start:pos], addr, now)
                 except wire.WireError as exc:
                     self._drop(exc.reason)
-        if self._acks_now:
-            self._send_acks()
         if control or disc.has_news:
             self._pump()
 
