@@ -86,3 +86,24 @@ class Msg:
 
     def __repr__(self) -> str:
         return f"<Msg subject={self.subject!r} reply={self.reply!r} data={self.data[:32]!r}>"
+
+
+#: Characters allowed in a header name (an RFC 7230 token, as nats-py requires).
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def clean_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """Headers as a publisher's peers receive them, following nats-py's rules: ``None`` for
+    none; names must be RFC 7230 tokens (else :class:`errors.BadHeaderError`); values are
+    stripped, with CR and LF turned into spaces.  Always a new dict, so a subscriber in the
+    same session never shares the publisher's object."""
+    if not headers:
+        return None
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        if not key or not _TOKEN_CHARS.issuperset(key):
+            raise errors.BadHeaderError(key)
+        out[key] = str(value).strip().replace("\r", " ").replace("\n", " ")
+    return out

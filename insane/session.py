@@ -25,7 +25,7 @@ from insane import errors
 from insane.deadlines import Deadlines
 from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp
 from insane.host_registry import HostRegistry
-from insane.message import Msg
+from insane.message import Msg, clean_headers
 from insane.metrics import STORE, Cell
 from insane.netif import multicast_interfaces
 from insane.protocol import wire
@@ -445,7 +445,7 @@ class Session:
                 validate_subject(reply)
             except SubjectError as exc:
                 raise errors.BadSubjectError(f"reply: {exc}") from None
-        self._publish(subject, data, reply or "", headers)
+        self._publish(subject, data, reply or "", clean_headers(headers))
         if self._out_bytes >= _FLUSH_BYTES:
             self._flush()
 
@@ -759,9 +759,11 @@ class Session:
             self._discovery.set_interest(self._router.local_interest(), self._loop.time())
             self._pump()
 
-    def _slow_consumer(self, sub: Subscription) -> None:
+    def _slow_consumer(self, sub: Subscription, msg: Msg) -> None:
         self._drop("slow_consumer")
-        self._report(errors.SlowConsumerError(sub.subject, sub.sid))
+        self._report(
+            errors.SlowConsumerError(subject=msg.subject, reply=msg.reply, sid=sub.sid, sub=sub)
+        )
 
     def _callback_error(self, sub: Subscription, exc: Exception) -> None:
         log.error("insane: callback of %r raised %r", sub, exc)
@@ -787,6 +789,10 @@ class Session:
         """Publish with a reply subject and wait for the first answer."""
         if self._closed:
             raise errors.ConnectionClosedError("session closed")
+        if len(data) > self.max_payload:
+            raise errors.MaxPayloadError(
+                f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}"
+            )
         fast = self._tx_fast.get(subject)
         if fast is None:
             self._channel(subject)
@@ -808,7 +814,7 @@ class Session:
                 ):
                     self._send_plain(fast, fast.subject_bytes, reply.encode(), data)
                 else:
-                    self._publish(subject, data, reply, headers)
+                    self._publish(subject, data, reply, clean_headers(headers))
             finally:
                 self._flush_due = False
             self._flush()  # about to wait: the request leaves now

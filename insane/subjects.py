@@ -2,7 +2,8 @@
 
 A subject is dot-separated tokens (``orders.eu.new``). Patterns may use ``*`` for exactly one
 token and ``>`` (last token only) for one or more remaining tokens. Tokens are non-empty and
-contain no whitespace. As in NATS, ``*`` or ``>`` inside a longer token (``a.b*``) is literal.
+contain no whitespace. ``*`` or ``>`` inside a longer token (``a.b*``) is literal in a subject
+one publishes to, and refused in a subscription pattern (as nats-py does).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _check_tokens(subject: str, *, wildcards: bool) -> tuple[str, ...]:
             raise SubjectError(f"invalid subject {subject!r}: empty token")
         if _FORBIDDEN.intersection(tok):
             raise SubjectError(f"invalid subject {subject!r}: whitespace in token {tok!r}")
+        if wildcards and tok not in ("*", ">") and ("*" in tok or ">" in tok):
+            raise SubjectError(f"invalid pattern {subject!r}: wildcard inside token {tok!r}")
         if tok in ("*", ">"):
             if not wildcards:
                 raise SubjectError(f"invalid subject {subject!r}: wildcards are not allowed here")

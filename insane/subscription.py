@@ -95,8 +95,8 @@ class Subscription:
         if cb is None or self._pending or self._busy or self._closed:
             self._enqueue(msg)
             return
-        if len(msg.data) > self.pending_bytes_limit:
-            self._overflow()
+        if len(msg.data) >= self.pending_bytes_limit:
+            self._overflow(msg)
             return
         self._received += 1
         if self._async_cb:
@@ -156,8 +156,8 @@ class Subscription:
         _enter_task(loop, worker)
         try:
             for p in rest:
-                if len(p) > limit:
-                    self._overflow()
+                if len(p) >= limit:
+                    self._overflow(Msg(subject, p, "", None, sid, session))
                     continue
                 self._received += 1
                 try:
@@ -180,9 +180,9 @@ class Subscription:
             return
         if (
             len(self._pending) >= self.pending_msgs_limit
-            or self._pending_bytes + len(msg.data) > self.pending_bytes_limit
+            or self._pending_bytes + len(msg.data) >= self.pending_bytes_limit
         ):
-            self._overflow()
+            self._overflow(msg)
             return
         self._received += 1
         self._pending.append(msg)
@@ -192,9 +192,12 @@ class Subscription:
             self._session._remove_subscription(self)
             self._finish()
 
-    def _overflow(self) -> None:
+    def _overflow(self, msg: Msg) -> None:
+        """Pending limits hit: drop ``msg`` and report it (it still counts as delivered, as in
+        nats-py, which counts messages on arrival)."""
+        self._received += 1
         self._dropped += 1
-        self._session._slow_consumer(self)
+        self._session._slow_consumer(self, msg)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -260,11 +263,15 @@ class Subscription:
             )
         if self._pending:
             return self._pop()
+        if self._session.is_closed:
+            raise errors.ConnectionClosedError()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        # An unsubscribed (or auto-unsubscribed) subscription gets nothing more: like nats-py,
+        # next_msg then waits out its timeout.
         while not self._pending:
-            if self._closed:
-                raise errors.BadSubscriptionError("subscription is closed")
+            if self._session.is_closed:
+                raise errors.ConnectionClosedError()
             if deadline is None:
                 await self._wait()
                 continue
@@ -295,20 +302,30 @@ class Subscription:
     # ------------------------------------------------------------------ lifecycle
 
     async def unsubscribe(self, limit: int = 0) -> None:
-        """Stop now, or (``limit`` > 0) after ``limit`` messages in total have arrived."""
+        """Stop now, or (``limit`` > 0) after ``limit`` messages in total have arrived.
+
+        Stopping now drops what is pending; a ``limit`` already reached stops the subscription
+        but leaves what is pending to ``next_msg`` (as nats-py does).
+        """
+        if self._session.is_closed:
+            raise errors.ConnectionClosedError()
         if self._closed:
             raise errors.BadSubscriptionError("subscription is already closed")
         if limit > 0 and self._received < limit:
             self._max_msgs = limit
             return
         self._session._remove_subscription(self)
-        self._pending.clear()
-        self._pending_bytes = 0
+        if limit <= 0:
+            self._pending.clear()
+            self._pending_bytes = 0
         self._finish()
-        await self._stop_worker()
+        if limit <= 0 or not self._pending:
+            await self._stop_worker()
 
     async def drain(self) -> None:
         """Stop receiving, hand every pending message to the consumer, then finish."""
+        if self._session.is_closed:
+            raise errors.ConnectionClosedError()
         if not self._closed:
             self._session._remove_subscription(self)
             self._finish()

@@ -566,12 +566,6 @@ async def limit_pub(ctx: Ctx) -> Any:
 @scenario(
     "next_msg_after_limit",
     {"sub": None, "pub": [[0, 1], "TimeoutError"]},
-    facade_xfail=(
-        "needs insane change: Subscription.next_msg on a subscription that reached its "
-        "unsubscribe(limit) (or was unsubscribed) with nothing pending must wait out its "
-        "timeout and raise errors.TimeoutError, as nats-py does, instead of raising "
-        "BadSubscriptionError at once"
-    ),
 )
 async def next_msg_after_limit(ctx: Ctx) -> Any:
     nc = await ctx.connect()
@@ -819,11 +813,6 @@ async def flush_and_close(ctx: Ctx) -> Any:
             "drain": "ConnectionClosedError",
         },
     },
-    facade_xfail=(
-        "needs insane change: on a closed session, Subscription.next_msg, unsubscribe and "
-        "drain raise errors.ConnectionClosedError (check session.is_closed first), as nats-py "
-        "does; today next_msg/unsubscribe raise BadSubscriptionError and drain returns"
-    ),
 )
 async def closed_subscription(ctx: Ctx) -> Any:
     nc = await ctx.connect()
@@ -882,11 +871,6 @@ async def bad_subjects(ctx: Ctx) -> Any:
 @scenario(
     "wildcard_inside_token",
     {"sub": None, "pub": ["BadSubjectError", "BadSubjectError"]},
-    facade_xfail=(
-        "needs insane change: insane.subjects.validate_pattern rejects '*' or '>' inside a "
-        "longer token ('a.b*', 'a.>b') as nats-py 2.16 does on subscribe (today INSANE reads "
-        "them as literal characters)"
-    ),
 )
 async def wildcard_inside_token(ctx: Ctx) -> Any:
     nc = await ctx.connect()
@@ -910,11 +894,6 @@ async def max_payload(ctx: Ctx) -> Any:
 @scenario(
     "header_rules",
     {"sub": None, "pub": ["BadHeaderError", {"k": "v w", "CRLF": "a  b"}]},
-    facade_xfail=(
-        "needs insane change: Session.publish validates header names as RFC 7230 tokens "
-        "(raise errors.BadHeaderError(key)) and strips values and replaces CR/LF in them "
-        "with spaces, as nats-py does"
-    ),
 )
 async def header_rules(ctx: Ctx) -> Any:
     nc = await ctx.connect()
@@ -1012,12 +991,6 @@ async def slow_pub(ctx: Ctx) -> Any:
         "sub": None,
         "pub": {"subject": ["slow.x"], "reply": ["r"], "sub_is_sub": True, "delivered": 5},
     },
-    facade_xfail=(
-        "needs insane change: report errors.SlowConsumerError(subject=msg.subject, "
-        "reply=msg.reply, sid=sub.sid, sub=sub) (the dropped message's subject and reply, and "
-        "the Subscription), and count a dropped message in Subscription.delivered, as nats-py "
-        "does (Session._slow_consumer needs the message; Subscription._deliver passes it)"
-    ),
 )
 async def slow_consumer_details(ctx: Ctx) -> Any:
     errors: list[Any] = []
@@ -1044,11 +1017,6 @@ async def slow_consumer_details(ctx: Ctx) -> Any:
 @scenario(
     "pending_bytes_limit",
     {"sub": None, "pub": [9, 3]},
-    facade_xfail=(
-        "needs insane change: Subscription._deliver drops a message when pending_bytes + "
-        "len(data) >= pending_bytes_limit (nats-py counts reaching the limit as exceeding it; "
-        "INSANE drops only above it)"
-    ),
 )
 async def pending_bytes_limit(ctx: Ctx) -> Any:
     errors: list[Any] = []
@@ -1071,11 +1039,6 @@ async def pending_bytes_limit(ctx: Ctx) -> Any:
 @scenario(
     "request_over_max_payload",
     {"sub": None, "pub": "MaxPayloadError"},
-    facade_xfail=(
-        "needs insane change: Session.request checks the payload against max_payload "
-        "(MaxPayloadError) before looking for responders (NoRespondersError), as nats-py does "
-        "by publishing first"
-    ),
 )
 async def request_over_max_payload(ctx: Ctx) -> Any:
     nc = await ctx.connect()
@@ -1085,11 +1048,6 @@ async def request_over_max_payload(ctx: Ctx) -> Any:
 @scenario(
     "unsubscribe_limit_already_reached",
     {"sub": None, "pub": [3, [0, 1, 2]]},
-    facade_xfail=(
-        "needs insane change: Subscription.unsubscribe(limit) when limit <= messages already "
-        "received stops the subscription but keeps what is pending for next_msg (nats-py "
-        "keeps its queue; INSANE clears it)"
-    ),
 )
 async def unsubscribe_limit_already_reached(ctx: Ctx) -> Any:
     nc = await ctx.connect()
@@ -1114,11 +1072,6 @@ async def unsubscribe_limit_already_reached(ctx: Ctx) -> Any:
 @scenario(
     "local_headers",
     {"sub": None, "pub": [None, {"k": "v"}, False]},
-    facade_xfail=(
-        "needs insane change: delivery inside one session hands subscribers what a remote "
-        "peer would get: headers=None for {} and a copy of the headers dict, not the "
-        "publisher's own object"
-    ),
 )
 async def local_headers(ctx: Ctx) -> Any:
     nc = await ctx.connect()

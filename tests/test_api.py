@@ -67,7 +67,7 @@ async def test_unsubscribe_with_limit(pair: tuple[insane.Session, insane.Session
         await a.publish("lim", bytes([i]))
     assert (await sub.next_msg(1)).data == b"\x00"
     assert (await sub.next_msg(1)).data == b"\x01"
-    with pytest.raises(errors.BadSubscriptionError):
+    with pytest.raises(errors.TimeoutError):  # as nats-py: nothing more comes, it times out
         await sub.next_msg(0.2)
     assert sub.delivered == 2
     await a.flush()
@@ -140,7 +140,7 @@ async def test_closed_session_refuses_work(pair: tuple[insane.Session, insane.Se
         await b.publish("c", b"")
     with pytest.raises(errors.ConnectionClosedError):
         await b.subscribe("c")
-    with pytest.raises(errors.BadSubscriptionError):
+    with pytest.raises(errors.ConnectionClosedError):
         await sub.next_msg(0.1)
     await asyncio.sleep(0.05)
     assert b.peer_id not in {p.peer_id for p in a.peers}  # BYE took it out at once

@@ -62,12 +62,12 @@ def test_both_directions_and_headers(spawn: Callable[[str], AgentProcess]) -> No
     a, b = spawn("a"), spawn("b")
     a.ok("sub", subject="to.a", id="in")
     b.ok("sub", subject="to.b", id="in")
-    a.ok("pub", subject="to.b", count=50, headers={"trace": "t-1", "ümlaut": "ok"})
+    a.ok("pub", subject="to.b", count=50, headers={"trace": "t-1", "Note": "ümlaut ok"})
     b.ok("pub", subject="to.a", count=50)
     got_b = b.ok("wait_received", id="in", count=50)
     got_a = a.ok("wait_received", id="in", count=50)
     assert got_a["count"] == got_b["count"] == 50
-    assert got_b["msgs"][0]["headers"] == {"trace": "t-1", "ümlaut": "ok"}
+    assert got_b["msgs"][0]["headers"] == {"trace": "t-1", "Note": "ümlaut ok"}
     assert got_a["msgs"][0]["headers"] is None
 
 
