@@ -145,20 +145,18 @@ class BadHeaderError(Error):
 class SlowConsumerError(Error):
     """A subscription's pending limits were hit and a message was dropped for it.
 
-    nats-py's signature: ``SlowConsumerError(subject, reply, sid, sub)``. The older INSANE form
-    ``SlowConsumerError(subject, sid)`` (an int in second place) is still understood.
+    nats-py's signature: ``SlowConsumerError(subject, reply, sid, sub)``: the dropped message's
+    subject and reply, and the subscription.
     """
 
     def __init__(
         self,
         subject: str = "",
-        reply: str | int = "",
+        reply: str = "",
         sid: int = 0,
         sub: Any = None,
         reason: str = "",
     ) -> None:
-        if isinstance(reply, int) and not isinstance(reply, bool):
-            sid, reply = reply, ""
         super().__init__(subject, reply, sid)
         self.subject = subject
         self.reply = reply
