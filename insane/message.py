@@ -12,31 +12,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NoReturn
 
 from insane import errors
+from insane.speedups import MsgBase
 
 if TYPE_CHECKING:
-    from insane.session import Session
+    pass
 
 
-class Msg:
-    """A received message: ``subject``, ``data``, ``reply``, ``headers``; ``respond()`` replies."""
+class Msg(MsgBase):
+    """A received message: ``subject``, ``data``, ``reply``, ``headers``, ``sid``;
+    ``respond()`` replies.  ``Msg(subject, data, reply="", headers=None, sid=0, session=None)``.
 
-    __slots__ = ("_session", "data", "headers", "reply", "sid", "subject")
+    The fields live in :class:`insane.speedups.MsgBase` (a C struct when the native fast paths
+    are built, so that the receive path creates messages without running Python code).
+    """
 
-    def __init__(
-        self,
-        subject: str,
-        data: bytes,
-        reply: str = "",
-        headers: dict[str, str] | None = None,
-        sid: int = 0,
-        session: Session | None = None,
-    ) -> None:
-        self.subject = subject
-        self.data = data
-        self.reply = reply
-        self.headers = headers
-        self.sid = sid
-        self._session = session
+    __slots__ = ()
 
     @property
     def header(self) -> dict[str, str] | None:

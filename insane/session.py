@@ -36,7 +36,7 @@ from insane.qos import Config, load_config
 from insane.qos.model import ChannelQoS
 from insane.qos.policy import choose_route
 from insane.router import LocalSub, Router
-from insane.speedups import scan_plain
+from insane.speedups import append_plain, scan_plain
 from insane.subjects import (
     REPLY_PREFIX,
     SubjectError,
@@ -63,8 +63,6 @@ _ACK_DELAY = 0.005
 _PROBE_INTERVAL = 0.05
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 INBOX_PREFIX = "_INBOX"
-_MSG_FRAME_HEAD = wire.MSG_FRAME_HEAD
-_MSG_BASE = wire.MSG_HEAD_SIZE  # MSG body = head + subject + reply + payload (plain messages)
 #: Room kept in a fast-path frame for a reply subject (``_INBOX.<16 hex>.<token>``).
 _REPLY_ROOM = 64
 
@@ -93,6 +91,10 @@ class _FastSend:
     queues: tuple[OutQueue, ...]
     subject_bytes: bytes
     max_inline: int  # largest payload that fits in one frame
+    fanout: int = 0  # len(queues)
+
+    def __post_init__(self) -> None:
+        self.fanout = len(self.queues)
 
 
 @dataclass
@@ -411,21 +413,12 @@ class Session:
         ):
             # The common case, kept short: append the frame to each peer's datagram (as
             # _send_plain does, inlined: this is the throughput path).
-            n = len(payload)
-            sb = fast.subject_bytes or subject.encode()
-            head = _MSG_FRAME_HEAD.pack(wire.MSG, 0, _MSG_BASE + len(sb) + n, len(sb), 0, 0, 0)
-            size = len(head) + len(sb) + n
-            for q in fast.queues:
-                buf = q.buf
-                if len(buf) + size > q.limit:
-                    buf = q.room(size)
-                buf += head
-                buf += sb
-                buf += payload
+            self._out_bytes += append_plain(
+                fast.queues, fast.subject_bytes or subject.encode(), b"", payload
+            )
             ch = fast.ch
-            ch.sent_msgs.value += len(fast.queues)
-            ch.sent_bytes.value += n * len(fast.queues)
-            self._out_bytes += size
+            ch.sent_msgs.value += fast.fanout
+            ch.sent_bytes.value += len(payload) * fast.fanout
             if self._flush_handle is None and not self._flush_due:
                 self._flush_handle = self._loop.call_soon(self._flush)
             if self._out_bytes >= _FLUSH_BYTES:
@@ -492,24 +485,10 @@ class Session:
     def _send_plain(self, fast: _FastSend, sb: bytes, rb: bytes, data: bytes) -> None:
         """Append a MSG frame with no headers or queue groups to each destination's datagram
         (the caller checked that it fits one frame)."""
-        n = len(data)
-        head = _MSG_FRAME_HEAD.pack(
-            wire.MSG, 0, _MSG_BASE + len(sb) + len(rb) + n, len(sb), len(rb), 0, 0
-        )
-        size = len(head) + len(sb) + len(rb) + n
-        for q in fast.queues:
-            buf = q.buf
-            if len(buf) + size > q.limit:
-                buf = q.room(size)
-            buf += head
-            buf += sb
-            if rb:
-                buf += rb
-            buf += data
+        self._out_bytes += append_plain(fast.queues, sb, rb, data)
         ch = fast.ch
-        ch.sent_msgs.value += len(fast.queues)
-        ch.sent_bytes.value += n * len(fast.queues)
-        self._out_bytes += size
+        ch.sent_msgs.value += fast.fanout
+        ch.sent_bytes.value += len(data) * fast.fanout
         if self._flush_handle is None and not self._flush_due:
             self._flush_handle = self._loop.call_soon(self._flush)
         if self._out_bytes >= _FLUSH_BYTES:

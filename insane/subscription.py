@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from insane import errors
 from insane.message import Msg
-from insane.speedups import run_callback
+from insane.speedups import run_callback, run_plain
 
 if TYPE_CHECKING:
     from insane.session import Session
@@ -152,27 +152,29 @@ class Subscription:
         limit = self.pending_bytes_limit
         worker = self._worker
         assert worker is not None and cb is not None
-        rest = iter(payloads)
+        i, n = 0, len(payloads)
         _enter_task(loop, worker)
         try:
-            for p in rest:
-                if len(p) >= limit:
-                    self._overflow(Msg(subject, p, "", None, sid, session))
-                    continue
-                self._received += 1
-                try:
-                    suspended = run_callback(cb, Msg(subject, p, "", None, sid, session))
-                except Exception as exc:  # a failing callback must not break the receive path
-                    session._callback_error(self, exc)
-                    continue
-                if suspended is not None:
+            while i < n:
+                j, outcome, value = run_plain(cb, Msg, subject, payloads, i, sid, session, limit)
+                self._received += j - i  # (run_plain ran the callbacks of i..j-1)
+                i = j + 1
+                if outcome == 0:
+                    break
+                if outcome == 1:
+                    self._overflow(Msg(subject, payloads[j], "", None, sid, session))
+                elif outcome == 2:  # a failing callback must not break the receive path
+                    self._received += 1
+                    session._callback_error(self, value)
+                else:  # suspended: the worker finishes it, the rest queue behind it
+                    self._received += 1
                     self._busy = True
-                    self._suspended = suspended
+                    self._suspended = value
                     self._wake()
                     break
         finally:
             _leave_task(loop, worker)
-        for p in rest:
+        for p in payloads[i:]:
             self._enqueue(Msg(subject, p, "", None, sid, session))
 
     def _enqueue(self, msg: Msg) -> None:

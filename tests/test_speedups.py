@@ -25,6 +25,7 @@ def _need_native() -> None:
     if native is None:
         strict_skip("insane._speedups is not built (no C compiler when the package installed)")
 
+
 TABLE = {b"a.b": "AB", b"c": "C", b"long.subject.name": "L"}
 
 
@@ -120,3 +121,80 @@ def test_run_callback_returns_none_when_done_and_the_coroutine_when_suspended() 
         with pytest.raises(ValueError):
             run(failing, 3)
     assert seen == [1, 2, 1, 2]
+
+
+class _Queue:
+    """An OutQueue stand-in with a small limit, recording when it was asked for room."""
+
+    def __init__(self, limit: int) -> None:
+        self.buf = bytearray(b"HDR")
+        self.limit = limit
+        self.sealed: list[bytes] = []
+
+    def room(self, n: int) -> bytearray:
+        self.sealed.append(bytes(self.buf))
+        self.buf = bytearray(b"HDR")
+        return self.buf
+
+
+@pytest.mark.parametrize("reply", [b"", b"_INBOX.ab.7"])
+def test_append_plain_writes_the_same_frames(reply: bytes) -> None:
+    results = []
+    for append in (speedups.py_append_plain, native.append_plain):
+        qs = (_Queue(120), _Queue(1000))
+        sizes = [append(qs, b"sub.ject", reply, bytes([i]) * (i * 7)) for i in range(12)]
+        results.append((sizes, [(q.sealed, bytes(q.buf)) for q in qs]))
+    assert results[0] == results[1]
+    sizes, queues = results[0]
+    frames = queues[1][1][3:]  # the big queue holds every frame
+    spans = wire.frame_spans(frames, 0)
+    assert [b - a + 4 for _t, _f, a, b in spans] == sizes
+    for i, (_t, _f, a, b) in enumerate(spans):
+        m = wire.decode_msg(frames, a, b)
+        assert (m.subject, m.reply, m.payload) == ("sub.ject", reply.decode(), bytes([i]) * (i * 7))
+
+
+def test_msg_base_holds_the_fields_and_defaults() -> None:
+    for base in (speedups.PyMsgBase, native.MsgBase):
+        m = base("a.b", b"x")
+        assert (m.subject, m.data, m.reply, m.headers, m.sid, m._session) == (
+            "a.b",
+            b"x",
+            "",
+            None,
+            0,
+            None,
+        )
+        m = base("a.b", b"x", "r", {"k": "v"}, 3, "s")
+        assert (m.reply, m.headers, m.sid, m._session) == ("r", {"k": "v"}, 3, "s")
+
+
+def test_run_plain_delivers_reports_and_stops_alike() -> None:
+    from insane.message import Msg
+
+    for run in (speedups.py_run_plain, native.run_plain):
+        seen: list[tuple[str, bytes, int]] = []
+
+        async def cb(msg: Msg, seen: list[tuple[str, bytes, int]] = seen) -> None:
+            if msg.data == b"boom":
+                raise ValueError("boom")
+            if msg.data == b"wait":
+                await asyncio.sleep(0)
+            seen.append((msg.subject, msg.data, msg.sid))
+
+        payloads = [b"a", b"b", b"toolongtoolong", b"boom", b"c", b"wait", b"d"]
+        assert run(cb, Msg, "s", payloads, 0, 9, None, 10) == (2, 1, None)
+        i, outcome, exc = run(cb, Msg, "s", payloads, 3, 9, None, 10)
+        assert (i, outcome, type(exc)) == (3, 2, ValueError)
+        i, outcome, (coro, _yielded) = run(cb, Msg, "s", payloads, 4, 9, None, 10)
+        assert (i, outcome) == (5, 3)
+        with pytest.raises(StopIteration):
+            coro.send(None)
+        assert run(cb, Msg, "s", payloads, 6, 9, None, 10) == (7, 0, None)
+        assert seen == [
+            ("s", b"a", 9),
+            ("s", b"b", 9),
+            ("s", b"c", 9),
+            ("s", b"wait", 9),
+            ("s", b"d", 9),
+        ]
