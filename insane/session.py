@@ -57,6 +57,10 @@ _FLUSH_BYTES = 256 * 1024
 #: Make publishers wait while this much is queued in user space because the kernel pushed back.
 _BACKLOG_LIMIT = 8 * 1024 * 1024
 _CACHE_LIMIT = 8192
+#: consumption: poll: keep reading the socket this long after the last datagram (seconds),
+#: and wait for a request's reply this long before falling back to the event loop.
+_POLL_IDLE = 200e-6
+_REQUEST_SPIN = 1e-3
 #: Acknowledge received data at the latest this long after it came (seconds).
 _ACK_DELAY = 0.005
 #: A publisher blocked this long without news probes the receiver (seconds).
@@ -167,6 +171,10 @@ class Session:
         self._ticker: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()
         self._flush_due = False  # the caller flushes when done (receive path, request)
+        # consumption: poll (see _poll and UdpTransport.spin)
+        self._poll_subs: set[int] = set()
+        self._poll_misses = 0
+        self._poll_paused_until = 0.0
         self._capabilities: dict[str, TransportCapability] = {}
         self._routes_logged: set[tuple[str, int]] = set()
         self._closed = False
@@ -583,7 +591,6 @@ class Session:
         if handle is not None:
             self._flush_handle = None
             handle.cancel()
-            _unschedule(self._loop, handle)
         if not self._out_bytes:
             return
         self._out_bytes = 0
@@ -722,6 +729,9 @@ class Session:
             kw["pending_bytes_limit"] = pending_bytes_limit
         sub = Subscription(self, sid, subject, queue or "", cb, **kw)
         self._subs[sid] = sub
+        if self.config.qos_for(subject)[1].consumption == "poll":
+            self._poll_subs.add(sid)
+            self._udp.poll_idle = _POLL_IDLE
         self._router.add_local(LocalSub(sid, subject, queue or "", sub._deliver))
         v = self._discovery.set_interest(self._router.local_interest(), self._loop.time())
         self._pump()
@@ -733,6 +743,9 @@ class Session:
     def _remove_subscription(self, sub: Subscription) -> None:
         if self._subs.pop(sub.sid, None) is None:
             return
+        self._poll_subs.discard(sub.sid)
+        if not self._poll_subs:
+            self._udp.poll_idle = 0.0
         self._router.remove_local(sub.sid)
         if not self._closed:
             self._discovery.set_interest(self._router.local_interest(), self._loop.time())
@@ -797,13 +810,31 @@ class Session:
             finally:
                 self._flush_due = False
             self._flush()  # about to wait: the request leaves now
-            msg = await fut
+            ch = fast.ch if fast is not None else self._channel(subject)
+            if self._poll(ch) and not self._udp.spinning:
+                # consumption: poll: read the reply off the socket ourselves, without a
+                # round through the event loop (see UdpTransport.spin).
+                if self._udp.spin(fut.done, _POLL_IDLE, _REQUEST_SPIN):
+                    self._poll_misses = 0
+                else:
+                    self._poll_misses += 1
+                    if self._poll_misses >= 4:
+                        self._poll_misses = 0
+                        self._poll_paused_until = self._loop.time() + 1.0
+            msg = fut.result() if fut.done() else await fut
         finally:
             self._requests.pop(token, None)
         if msg is None:
             raise errors.TimeoutError(f"no reply on {subject!r} within {timeout}s")
         self._deadlines.finished()
         return msg
+
+    def _poll(self, ch: _Channel) -> bool:
+        """Whether to busy-poll for this channel's answers: its QoS says ``consumption: poll``
+        and polling has been paying off.  Polling only pays when the peer runs on another CPU;
+        when four polls in a row come back empty (the peer shares our CPU and cannot run while
+        we poll), polling pauses for a second."""
+        return ch.qos.consumption == "poll" and self._loop.time() >= self._poll_paused_until
 
     def new_inbox(self) -> str:
         return f"{self.inbox_prefix}.x{next(self._tokens)}"
@@ -1025,17 +1056,6 @@ class Session:
             else tuple(n for n, c in self._capabilities.items() if c.available)
         )
         return choose_route(ch.qos, self._capabilities, transports)
-
-
-def _unschedule(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle) -> None:
-    """Take a cancelled callback out of the loop's ready queue, when the loop lets us.
-
-    A cancelled handle left there still makes the next loop turn poll without blocking: one
-    wasted turn per flush done ahead of time.  Only asyncio's own loops expose the queue.
-    """
-    ready = getattr(loop, "_ready", None)
-    if ready is not None and ready and ready[-1] is handle:
-        ready.pop()
 
 
 _frozen = False

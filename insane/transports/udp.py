@@ -12,7 +12,7 @@ import collections
 import errno
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from insane.netif import path_mtu, resolve_bind
 from insane.transports.base import Address, Datagram, ReceiveCallback, Transport
@@ -26,6 +26,9 @@ _RECV_BURST = 512
 _SMALL_DATAGRAM = 1024
 #: Wake-ups closer together than this (seconds) mean traffic is heavy: always read in bursts.
 _BUSY_GAP = 200e-6
+#: Poll mode returns to the event loop at least this often (seconds), so timers and other
+#: tasks still run.
+_SPIN_LIMIT = 0.005
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
@@ -52,6 +55,9 @@ class UdpTransport(Transport):
         self._bind = resolve_bind(bind)
         self._port = port
         self._rcvbuf = rcvbuf
+        #: Poll mode: after each delivery keep reading for this long (seconds; 0: off).
+        self.poll_idle = 0.0
+        self._spinning = False
         self._sndbuf = sndbuf
         if max_datagram is None:
             mtu = path_mtu(self._bind)
@@ -128,6 +134,52 @@ class UdpTransport(Transport):
             pass  # e.g. ICMP port unreachable surfaced as ECONNREFUSED: nothing to read
         if batch and self._on_receive is not None:
             self._on_receive(batch)
+            if self.poll_idle and not self._spinning:
+                self.spin(None, self.poll_idle, _SPIN_LIMIT)
+
+    # ------------------------------------------------------------------ poll mode
+
+    @property
+    def spinning(self) -> bool:
+        """True while :meth:`spin` runs (a delivery inside it cannot spin again)."""
+        return self._spinning
+
+    def spin(self, until: Callable[[], bool] | None, idle: float, limit: float) -> bool:
+        """Busy-poll the socket (``consumption: poll``): read and deliver datagrams one by one
+        as they come, without the event loop, until ``until()`` holds (returns True), nothing
+        came for ``idle`` seconds, or ``limit`` seconds passed (returns False).
+
+        It keeps a CPU busy on purpose: a datagram is picked up within microseconds instead of
+        after a wake-up through the event loop (which, across CPUs of a virtual machine, can
+        take hundreds).  Not re-entered from inside a delivery.
+        """
+        sock = self._sock
+        if sock is None or self._spinning or self._on_receive is None:
+            return False
+        deliver = self._on_receive
+        recv = sock.recvfrom
+        clock = time.perf_counter
+        start = last = clock()
+        self._spinning = True
+        try:
+            while True:
+                try:
+                    item = recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    now = clock()
+                    if now - last > idle or now - start > limit:
+                        return False
+                    continue
+                except OSError:
+                    return False
+                deliver([item])
+                if until is not None and until():
+                    return True
+                last = clock()
+                if last - start > limit:
+                    return False
+        finally:
+            self._spinning = False
 
     def send_batch(self, datagrams: Sequence[Datagram]) -> int:
         sock = self._sock
