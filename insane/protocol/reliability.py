@@ -1,0 +1,324 @@
+"""Reliable streams over datagrams (sans-IO: datagrams, sequence numbers and a clock in;
+datagrams to process, NACKs, retransmissions and gap events out).
+
+The unit of reliability is the *datagram*.  A sender keeps one stream per receiving peer and
+stream kind (``reliable`` in publisher order, or ``reliable`` alone); every datagram of a
+stream opens with a SEQ frame numbering it 1, 2, 3...  Messages travel inside these
+datagrams exactly as on best-effort paths, so numbering costs nothing per message, and a large
+message's fragments, each in its own datagram, are recovered one by one.
+
+* :class:`SendStream` numbers datagrams and keeps them, within a byte and an age budget, for
+  retransmission.  A NACK names missing ranges: what is still kept is sent again, what was
+  evicted is announced as a gap (GAP frame) so the receiver stops waiting.  Acknowledgements
+  (the receiver's next expected number) release what it no longer needs.  After sending, a
+  stream that goes quiet with data unacknowledged sends a TAIL (its last number), so loss of
+  the last datagrams is noticed too.
+* :class:`ReceiveStream` drops duplicates; in an ``ordered`` stream it holds datagrams that
+  come early until the gap before them is filled, and otherwise hands them over at once.  It
+  NACKs gaps after a short delay (reordering is not loss) and again at intervals, and turns a
+  gap into a :class:`Gap` event when the sender says it is gone, or when the session gives up
+  on the sender (it went away).
+
+The first datagram a receiver sees of a stream need not be number 1 (it may have been lost);
+a stream starts when the sender first sends to that receiver, so the receiver asks for
+everything from 1.  A restarted sender is a new peer, hence new streams.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: Stream kinds (the SEQ frame says which): reliable only, or reliable and ordered.
+UNORDERED = 1
+ORDERED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Datagrams ``start`` to ``end`` (exclusive) of a stream will never arrive."""
+
+    start: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(slots=True)
+class SendStats:
+    sent: int = 0
+    retransmitted: int = 0
+    nacks: int = 0
+    gaps: int = 0  # datagrams announced as lost for good (evicted; counted per announcement)
+
+
+class SendStream:
+    """The sending side of one stream."""
+
+    def __init__(
+        self,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_age: float = 10.0,
+        tail_delay: float = 0.005,
+        tail_interval: float = 0.05,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.tail_delay = tail_delay
+        self.tail_interval = tail_interval
+        self.next_seq = 1
+        self.acked = 1  # every number below this has been received
+        self._kept: collections.deque[tuple[int, bytes, float]] = collections.deque()
+        self._kept_bytes = 0
+        self._last_send = 0.0
+        self._last_tail = -1e9
+        self.stats = SendStats()
+
+    def number(self) -> int:
+        """The number of the next datagram (call :meth:`sent` with it once it is built)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    def sent(self, seq: int, datagram: bytes, now: float) -> None:
+        """Keep a numbered datagram for retransmission."""
+        self._kept.append((seq, datagram, now))
+        self._kept_bytes += len(datagram)
+        self._last_send = now
+        self.stats.sent += 1
+        self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        kept = self._kept
+        while kept and (self._kept_bytes > self.max_bytes or now - kept[0][2] > self.max_age):
+            self._kept_bytes -= len(kept.popleft()[1])
+
+    @property
+    def kept(self) -> int:
+        """Datagrams kept for retransmission."""
+        return len(self._kept)
+
+    @property
+    def unacked(self) -> bool:
+        return self.acked < self.next_seq
+
+    def on_ack(self, next_expected: int) -> None:
+        """The receiver has every datagram below ``next_expected``."""
+        next_expected = min(next_expected, self.next_seq)
+        if next_expected <= self.acked:
+            return
+        self.acked = next_expected
+        kept = self._kept
+        while kept and kept[0][0] < next_expected:
+            self._kept_bytes -= len(kept.popleft()[1])
+
+    def on_nack(
+        self, ranges: Iterable[tuple[int, int]], now: float
+    ) -> tuple[list[bytes], list[Gap]]:
+        """Datagrams to send again, and ranges that are gone for good, for missing ``ranges``
+        (``(start, end)``, end exclusive)."""
+        self._evict(now)
+        self.stats.nacks += 1
+        again: list[bytes] = []
+        gaps: list[Gap] = []
+        kept = self._kept
+        first = kept[0][0] if kept else self.next_seq
+        for start, end in ranges:
+            start = max(start, self.acked, 1)
+            end = min(end, self.next_seq)
+            if start >= end:
+                continue
+            if start < first:
+                lost_end = min(end, first)
+                gaps.append(Gap(start, lost_end))
+                self.stats.gaps += lost_end - start
+                start = lost_end
+            for seq in range(start, end):
+                again.append(kept[seq - first][1])
+        self.stats.retransmitted += len(again)
+        return again, gaps
+
+    def tail_due(self, now: float) -> bool:
+        """Whether to send a TAIL (our last number) now: data unacknowledged, and quiet."""
+        if not self.unacked or now - self._last_send < self.tail_delay:
+            return False
+        return now - self._last_tail >= self.tail_interval
+
+    def tail(self, now: float) -> int:
+        self._last_tail = now
+        return self.next_seq - 1
+
+    def next_timer(self, now: float) -> float | None:
+        """When :meth:`tail_due` may next become true (None: nothing to wait for)."""
+        if not self.unacked:
+            return None
+        return max(self._last_send + self.tail_delay, self._last_tail + self.tail_interval)
+
+
+@dataclass(slots=True)
+class ReceiveStats:
+    received: int = 0
+    duplicates: int = 0
+    nacks: int = 0
+    recovered: int = 0  # datagrams that filled a gap
+    lost: int = 0  # datagrams given up on (gap events)
+
+
+class ReceiveStream:
+    """The receiving side of one stream.
+
+    ``on_data`` returns the datagrams to process now, in the order to process them.  In an
+    ordered stream that is publisher order; otherwise, arrival order without duplicates.
+    """
+
+    def __init__(
+        self,
+        ordered: bool,
+        nack_delay: float = 0.002,
+        nack_interval: float = 0.02,
+        max_held_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.ordered = ordered
+        self.nack_delay = nack_delay
+        self.nack_interval = nack_interval
+        self.max_held_bytes = max_held_bytes
+        self.next_expected = 1  # every number below this has been handed over (or given up)
+        self.highest = 0  # the highest number known to exist (seen, or announced by a TAIL)
+        self._held: dict[int, bytes] = {}  # ordered: early datagrams; unordered: b"" markers
+        self._held_bytes = 0
+        self._gap_since: float | None = None
+        self._last_nack = -1e9
+        self.stats = ReceiveStats()
+
+    # ------------------------------------------------------------------ input
+
+    def on_data(self, seq: int, datagram: bytes, now: float) -> list[bytes]:
+        stats = self.stats
+        stats.received += 1
+        if seq < self.next_expected or seq in self._held:
+            stats.duplicates += 1
+            return []
+        filling = seq <= self.highest  # it was missing: a retransmission or a late arrival
+        if seq > self.highest:
+            self.highest = seq
+        if seq == self.next_expected:
+            out = [datagram]
+            self.next_expected = seq + 1
+            if filling:
+                stats.recovered += 1
+            self._drain(out)
+            self._update_gap(now)
+            return out
+        # Early: a gap lies before it.
+        if filling:
+            stats.recovered += 1
+        if self.ordered:
+            if self._held_bytes + len(datagram) > self.max_held_bytes:
+                # Too much held back: forget this one (it will be asked for again).
+                stats.received -= 1
+                return []
+            self._held[seq] = datagram
+            self._held_bytes += len(datagram)
+            self._update_gap(now)
+            return []
+        self._held[seq] = b""
+        self._update_gap(now)
+        return [datagram]
+
+    def _drain(self, out: list[bytes]) -> None:
+        """Move ``next_expected`` past what is held, handing over held datagrams in order."""
+        held = self._held
+        while self.next_expected in held:
+            d = held.pop(self.next_expected)
+            if self.ordered:
+                self._held_bytes -= len(d)
+                out.append(d)
+            self.next_expected += 1
+
+    def on_tail(self, last: int, now: float) -> None:
+        """The sender's last number: anything up to it not seen yet is missing."""
+        if last > self.highest:
+            self.highest = last
+            self._update_gap(now)
+
+    def on_gap(self, start: int, end: int, now: float) -> tuple[list[bytes], list[Gap]]:
+        """The sender says ``start..end-1`` are gone: stop waiting for them.  Returns the held
+        datagrams that can now be handed over, and the gaps given up on."""
+        gaps = []
+        missing = [r for r in self.missing() if r[1] > start and r[0] < end]
+        for a, b in missing:
+            a, b = max(a, start), min(b, end)
+            gaps.append(Gap(a, b))
+            self.stats.lost += b - a
+            if a == self.next_expected:
+                self.next_expected = b
+            else:
+                for seq in range(a, b):  # mark them as settled, to be skipped
+                    self._held.setdefault(seq, b"")
+        out: list[bytes] = []
+        if gaps:
+            self._drain_settled(out)
+            self._update_gap(now)
+        return out, gaps
+
+    def abandon(self, now: float) -> tuple[list[bytes], list[Gap]]:
+        """The sender is gone: give up every gap, hand over whatever is held."""
+        return self.on_gap(self.next_expected, self.highest + 1, now)
+
+    def _drain_settled(self, out: list[bytes]) -> None:
+        held = self._held
+        while self.next_expected in held:
+            d = held.pop(self.next_expected)
+            if self.ordered and d:
+                self._held_bytes -= len(d)
+                out.append(d)
+            self.next_expected += 1
+
+    # ------------------------------------------------------------------ gaps and NACKs
+
+    def missing(self) -> list[tuple[int, int]]:
+        """The ranges ``(start, end)`` between what was handed over and the highest number
+        known, that have not arrived."""
+        out: list[tuple[int, int]] = []
+        seq = self.next_expected
+        top = self.highest + 1
+        if seq >= top:
+            return out
+        for held in sorted(k for k in self._held if k >= seq):
+            if held > seq:
+                out.append((seq, held))
+            seq = held + 1
+        if seq < top:
+            out.append((seq, top))
+        return out
+
+    def _update_gap(self, now: float) -> None:
+        if self.next_expected > self.highest:
+            self._gap_since = None
+        elif self._gap_since is None:
+            self._gap_since = now
+
+    def nack_due(self, now: float) -> list[tuple[int, int]]:
+        """Missing ranges to ask for now (empty when nothing is due): after ``nack_delay``
+        of a gap, then every ``nack_interval`` while it lasts."""
+        since = self._gap_since
+        if since is None or now - since < self.nack_delay:
+            return []
+        if now - self._last_nack < self.nack_interval:
+            return []
+        self._last_nack = now
+        self.stats.nacks += 1
+        return self.missing()
+
+    def next_timer(self, now: float) -> float | None:
+        """When :meth:`nack_due` may next have something (None: no gap)."""
+        if self._gap_since is None:
+            return None
+        return max(self._gap_since + self.nack_delay, self._last_nack + self.nack_interval)
+
+    @property
+    def held(self) -> int:
+        return sum(1 for d in self._held.values() if d)
