@@ -38,6 +38,7 @@ __all__ = [
     "JetStreamMsgError",
     "JsonParseError",
     "MaxPayloadError",
+    "MessagesLostError",
     "MsgAlreadyAckdError",
     "NoRespondersError",
     "NoServersError",
@@ -256,3 +257,18 @@ class JetStreamMsgError(BrokerFeatureError, NotJSMessageError):
         "insane: acknowledgements and stream metadata are JetStream features of a NATS server; "
         "messages on a broker-less bus are core NATS messages"
     )
+
+
+class MessagesLostError(Error):
+    """Datagrams of a reliable stream from a peer will never arrive: the publisher no longer
+    had them (its retransmit buffer is bounded by bytes and age) or it went away.  Reported to
+    ``error_cb``; the messages they carried are lost, the stream goes on after them."""
+
+    def __init__(self, peer: str = "", count: int = 0, detail: str = "") -> None:
+        super().__init__(peer, count, detail)
+        self.peer = peer
+        self.count = count
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"insane: {self.count} datagram(s) from {self.peer} lost for good ({self.detail})"

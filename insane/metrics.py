@@ -45,6 +45,27 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Datagrams received from a transport.",
         ("transport",),
     ),
+    "insane_retransmissions": (
+        "counter",
+        "Datagrams of reliable streams sent again after a NACK.",
+        ("transport",),
+    ),
+    "insane_nacks": (
+        "counter",
+        "NACK frames (requests to send missing datagrams again), sent or received.",
+        ("transport", "direction"),
+    ),
+    "insane_duplicates": (
+        "counter",
+        "Datagrams of reliable streams received twice and dropped.",
+        ("transport",),
+    ),
+    "insane_gaps": (
+        "counter",
+        "Missing datagrams of reliable streams: recovered (arrived late or resent) or "
+        "unrecoverable (reported to error_cb).",
+        ("transport", "result"),
+    ),
     "insane_window_stalls": (
         "counter",
         "Times a publisher waited because a receiver's flow-control window was full.",

@@ -30,11 +30,13 @@ from insane.metrics import STORE, Cell
 from insane.netif import multicast_interfaces
 from insane.protocol import wire
 from insane.protocol.batching import OutQueue
-from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn
+from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn, FlowOut
 from insane.protocol.fragments import Fragmenter, Reassembler
+from insane.protocol.reliability import ORDERED, UNORDERED
 from insane.qos import Config, load_config
 from insane.qos.model import ChannelQoS
 from insane.qos.policy import choose_route
+from insane.reliable_links import LostData, ReliableLinks, stream_kind
 from insane.router import LocalSub, Router
 from insane.speedups import append_plain, scan_plain
 from insane.subjects import (
@@ -61,6 +63,8 @@ _CACHE_LIMIT = 8192
 #: and wait for a request's reply this long before falling back to the event loop.
 _POLL_IDLE = 200e-6
 _REQUEST_SPIN = 1e-3
+#: The reliability timer never fires sooner than this after being armed (seconds).
+_MIN_TIMER = 0.001
 #: Acknowledge received data at the latest this long after it came (seconds).
 _ACK_DELAY = 0.005
 #: A publisher blocked this long without news probes the receiver (seconds).
@@ -85,6 +89,11 @@ class _Channel:
     delivered: Cell
     #: Peers this channel's route was already decided for (see ``Session._note_route``).
     routed: set[int] = field(default_factory=set)
+    #: The reliable stream its messages travel on (0: best effort; reliable_links).
+    stream_kind: int = 0
+
+    def __post_init__(self) -> None:
+        self.stream_kind = stream_kind(self.qos)
 
 
 @dataclass
@@ -142,7 +151,12 @@ class Session:
         self._header = wire.encode_header(self.domain, self.peer_id)
         self._max_body = 0
         self._chunk = 0
-        self._out: dict[Address, OutQueue] = {}
+        # Datagrams being built: per address (best effort and control), and per (peer id,
+        # stream kind) for reliable streams; flow control is per address.
+        self._out: dict[Any, OutQueue] = {}
+        self._flows: dict[Address, FlowOut] = {}
+        self._links = ReliableLinks(config.reliability)
+        self._rel_timer: asyncio.TimerHandle | None = None
         self._out_bytes = 0  # queued since the last flush
         # Fast paths for plain messages (no reply, headers or queue groups), rebuilt whenever
         # interest changes: per subject, where a publish goes / what a receipt reaches.
@@ -328,6 +342,9 @@ class Session:
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
+        if self._rel_timer is not None:
+            self._rel_timer.cancel()
+            self._rel_timer = None
         for sub in list(self._subs.values()):
             sub._finish()
             await sub._stop_worker()
@@ -517,7 +534,7 @@ class Session:
                 ch.routed.add(peer_id)
                 if (ch.pattern, peer_id) not in self._routes_logged:
                     self._note_route(ch, peer)
-            queues.append(self._queue(peer.addr))
+            queues.append(self._dest_queue(peer, ch))
         # Room left for the payload in one frame, with the longest reply subject we send.
         room = self._max_body - wire.MSG_HEAD_SIZE - len(subject.encode()) - _REPLY_ROOM
         max_inline = min(self.max_payload, room)
@@ -541,7 +558,7 @@ class Session:
             ch.routed.add(peer_id)
             if (ch.pattern, peer_id) not in self._routes_logged:
                 self._note_route(ch, peer)
-        self._send_frame(peer.addr, wire.MSG, body)
+        self._send_frame_to(self._dest_queue(peer, ch), wire.MSG, body)
         ch.sent_msgs.value += 1
         ch.sent_bytes.value += size
 
@@ -565,14 +582,45 @@ class Session:
                 "insane_policy_fallbacks", ch.pattern, route.wanted, route.transport, short
             ).value += 1
 
+    def _flow(self, addr: Address) -> FlowOut:
+        f = self._flows.get(addr)
+        if f is None:
+            f = self._flows[addr] = FlowOut()
+        return f
+
     def _queue(self, addr: Address) -> OutQueue:
+        """The best-effort datagrams to ``addr`` (control frames go there too)."""
         q = self._out.get(addr)
         if q is None:
-            q = self._out[addr] = OutQueue(self._header, self._udp.max_datagram)
+            q = self._out[addr] = OutQueue(
+                self._header, self._udp.max_datagram, self._flow(addr), addr=addr
+            )
+        return q
+
+    def _dest_queue(self, peer: Peer, ch: _Channel) -> OutQueue:
+        """Where a channel's messages to ``peer`` go: its reliable stream, or best effort."""
+        kind = ch.stream_kind
+        if not kind:
+            return self._queue(peer.addr)
+        key = (peer.peer_id, kind)
+        q = self._out.get(key)
+        if q is None or q.addr != peer.addr:
+            q = self._out[key] = OutQueue(
+                self._header,
+                self._udp.max_datagram,
+                self._flow(peer.addr),
+                addr=peer.addr,
+                stream=self._links.send_stream(peer.peer_id, kind),
+                kind=kind,
+                clock=self._loop.time,
+            )
+            self._arm_reliability()
         return q
 
     def _send_frame(self, addr: Address, ftype: int, body: bytes) -> None:
-        q = self._queue(addr)
+        self._send_frame_to(self._queue(addr), ftype, body)
+
+    def _send_frame_to(self, q: OutQueue, ftype: int, body: bytes) -> None:
         if len(body) <= self._max_body:
             buf = q.room(wire.FRAME_HEADER_SIZE + len(body))
             buf += wire.FRAME_HEADER.pack(ftype, 0, len(body))
@@ -596,9 +644,11 @@ class Session:
         self._out_bytes = 0
         datagrams: list[tuple[bytes, Address]] = []
         blocked = False
+        reliable = False
         flow_in = self._flow_in
-        for addr, q in self._out.items():
+        for q in self._out.values():
             if not q.empty:
+                addr = q.addr
                 fin = flow_in.get(addr)
                 if fin is not None and fin.unacked:  # acknowledgements ride along
                     q.add(self._window_frame(fin))
@@ -606,9 +656,13 @@ class Session:
                     datagrams.append((d, addr))
                 if q.flow.blocked:
                     blocked = True
+                if q.stream is not None:
+                    reliable = True
         self._udp.send_batch(datagrams)
         self._dgram_tx.value += len(datagrams)
         self._backpressure = blocked or self._udp.backlog_bytes > _BACKLOG_LIMIT
+        if reliable and self._rel_timer is None:
+            self._arm_reliability()  # a TAIL follows if the stream goes quiet unacknowledged
 
     # ------------------------------------------------------------------ flow control
 
@@ -658,9 +712,13 @@ class Session:
 
     def _on_window(self, addr: Address, body: memoryview) -> None:
         acked, window = wire.decode_window(body)
-        q = self._out.get(addr)
-        if q is not None and q.flow.on_window(acked, window):
-            self._room.set()
+        f = self._flows.get(addr)
+        if f is not None:
+            before = f.acked
+            if f.on_window(acked, window):
+                self._room.set()
+            if f.acked != before:
+                f.progress = self._loop.time()
 
     async def _wait_for_room(self) -> None:
         """Wait while a destination's window is full or the kernel pushes back.
@@ -669,12 +727,22 @@ class Session:
         destinations (their WINDOW frame may have been lost).  A destination whose peer goes
         away stops blocking (its queue is dropped with the peer).
         """
+        started = self._loop.time()
+        stall = self.config.reliability.stall_timeout
         while True:
             self._flush()
             if self._udp.backlog_bytes > _BACKLOG_LIMIT:
                 await self._udp.wait_drained()
                 continue
-            blocked = [(addr, q) for addr, q in self._out.items() if q.flow.blocked]
+            # A destination that stays blocked without acknowledging anything for
+            # stall_timeout is not waited for: its peer is gone or hung (a live slow one
+            # acknowledges as it goes).  Discovery drops a gone peer a little later.
+            now = self._loop.time()
+            blocked = [
+                (addr, f)
+                for addr, f in self._flows.items()
+                if f.blocked and now - max(f.progress, started) < stall
+            ]
             if not blocked:
                 self._backpressure = False
                 return
@@ -685,7 +753,9 @@ class Session:
             try:
                 await asyncio.wait_for(self._room.wait(), _PROBE_INTERVAL)
             except TimeoutError:
-                self._udp.send_batch([(q.probe(), addr) for addr, q in blocked])
+                self._udp.send_batch(
+                    [(self._header + wire.position_frame(f.sent, ACK_NOW), a) for a, f in blocked]
+                )
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Hand everything queued to the network and make sure every live peer knows our
@@ -869,9 +939,6 @@ class Session:
         self._dgram_rx.value += len(batch)
         domain = self.domain
         me = self.peer_id
-        disc = self._discovery
-        rx_fast = self._rx_fast
-        frame_head = wire.FRAME_HEADER.unpack_from
         control = False
         # Flow control first: the whole batch is out of the socket buffer now, so the senders
         # may go on while we process it (acknowledging after processing would make them wait
@@ -882,6 +949,7 @@ class Session:
         if self._acks_now:
             self._send_acks()
             self._flush()
+        reliable = False
         for data, addr in batch:
             try:
                 _version, _flags, dgram_domain, sender = wire.decode_header(data)
@@ -902,57 +970,148 @@ class Session:
                 pos += wire.POSITION_FRAME_SIZE  # handled above
                 if pos > end:
                     continue  # (and counted there)
-            touched = False
-            while pos < end:
-                # The run of plain messages to subjects seen before, in one native step.
-                items, pos = scan_plain(data, pos, rx_fast)
-                if items:
+            if pos < end and data[pos] == wire.SEQ:
+                # A datagram of a reliable stream: the stream says what to process now.
+                reliable = True
+                try:
+                    kind, seq = wire.read_seq(data, pos)
+                    ready = self._links.on_seq(sender, kind, seq, data, now)
+                except wire.WireError as exc:
+                    self._drop(exc.reason)
+                    continue
+                for d in ready:
+                    control |= self._process_frames(d, _frames_start(d), sender, addr, now)
+                continue
+            control |= self._process_frames(data, pos, sender, addr, now)
+        if reliable:
+            self._send_to_peers(self._links.acks_due(), None)
+            self._arm_reliability()
+        if control or self._discovery.has_news:
+            self._pump()
+
+    def _process_frames(
+        self, data: bytes, pos: int, sender: int, addr: Address, now: float
+    ) -> bool:
+        """Handle the frames of one datagram from ``pos``; True if control frames came."""
+        end = len(data)
+        disc = self._discovery
+        rx_fast = self._rx_fast
+        frame_head = wire.FRAME_HEADER.unpack_from
+        control = False
+        touched = False
+        while pos < end:
+            # The run of plain messages to subjects seen before, in one native step.
+            items, pos = scan_plain(data, pos, rx_fast)
+            if items:
+                if not touched:
+                    touched = True
+                    disc.touch(sender, addr, now)
+                for fast, payloads in items:
+                    ch = fast.ch
+                    n = len(payloads)
+                    ch.recv_msgs.value += n
+                    ch.recv_bytes.value += sum(map(len, payloads))
+                    for run in fast.runners:
+                        run(fast.subject, payloads)
+                    ch.delivered.value += n * len(fast.runners)
+                if pos >= end:
+                    break
+            # Any other frame, the general way.
+            if end - pos < wire.FRAME_HEADER_SIZE:
+                self._drop("truncated")
+                break
+            ftype, _fflags, length = frame_head(data, pos)
+            start = pos + wire.FRAME_HEADER_SIZE
+            pos = start + length
+            if pos > end:
+                self._drop("truncated")
+                break
+            try:
+                if ftype == wire.MSG:
                     if not touched:
                         touched = True
                         disc.touch(sender, addr, now)
-                    for fast, payloads in items:
-                        ch = fast.ch
-                        n = len(payloads)
-                        ch.recv_msgs.value += n
-                        ch.recv_bytes.value += sum(map(len, payloads))
-                        for run in fast.runners:
-                            run(fast.subject, payloads)
-                        ch.delivered.value += n * len(fast.runners)
-                    if pos >= end:
-                        break
-                # Any other frame, the general way.
-                if end - pos < wire.FRAME_HEADER_SIZE:
-                    self._drop("truncated")
-                    break
-                ftype, _fflags, length = frame_head(data, pos)
-                start = pos + wire.FRAME_HEADER_SIZE
-                pos = start + length
-                if pos > end:
-                    self._drop("truncated")
-                    break
-                try:
-                    if ftype == wire.MSG:
-                        if not touched:
-                            touched = True
-                            disc.touch(sender, addr, now)
-                        self._on_msg(data, start, pos)
-                    elif ftype == wire.FRAG:
-                        if not touched:
-                            touched = True
-                            disc.touch(sender, addr, now)
-                        control = True  # a reassembled frame may be a control frame
-                        self._on_frag(sender, memoryview(data)[start:pos], addr, now)
-                    elif ftype == wire.WINDOW:
-                        self._on_window(addr, memoryview(data)[start:pos])
-                    elif ftype == wire.POSITION:
-                        pass  # only meaningful first in a datagram
-                    else:
-                        control = True
-                        disc.on_frame(sender, ftype, memoryview(data)[start:pos], addr, now)
-                except wire.WireError as exc:
-                    self._drop(exc.reason)
-        if control or disc.has_news:
-            self._pump()
+                    self._on_msg(data, start, pos)
+                elif ftype == wire.FRAG:
+                    if not touched:
+                        touched = True
+                        disc.touch(sender, addr, now)
+                    control = True  # a reassembled frame may be a control frame
+                    self._on_frag(sender, memoryview(data)[start:pos], addr, now)
+                elif ftype == wire.WINDOW:
+                    self._on_window(addr, memoryview(data)[start:pos])
+                elif wire.ACK <= ftype <= wire.GAP:
+                    self._on_stream_frame(ftype, sender, addr, memoryview(data)[start:pos], now)
+                elif ftype in (wire.POSITION, wire.SEQ):
+                    pass  # only meaningful first in a datagram
+                else:
+                    control = True
+                    disc.on_frame(sender, ftype, memoryview(data)[start:pos], addr, now)
+            except wire.WireError as exc:
+                self._drop(exc.reason)
+        return control
+
+    # ------------------------------------------------------------------ reliable streams
+
+    def _on_stream_frame(
+        self, ftype: int, sender: int, addr: Address, body: memoryview, now: float
+    ) -> None:
+        links = self._links
+        if ftype == wire.ACK:
+            links.on_ack(sender, body)
+        elif ftype == wire.NACK:
+            again, gap_frames = links.on_nack(sender, body, now)
+            if again:
+                self._udp.send_batch([(d, addr) for d in again])
+            self._send_to_peers(gap_frames, addr)
+        elif ftype == wire.TAIL:
+            self._send_to_peers(links.on_tail(sender, body, now), addr)
+            self._arm_reliability()
+        else:  # GAP
+            ready, lost = links.on_gap(sender, body, now)
+            for d in ready:
+                self._process_frames(d, _frames_start(d), sender, addr, now)
+            self._report_lost(lost)
+
+    def _send_to_peers(self, frames: list[tuple[int, int, bytes]], addr: Address | None) -> None:
+        """Queue control frames addressed to peer ids (``addr``: where the unknown ones go)."""
+        peers = self._discovery.peers
+        for peer_id, ftype, body in frames:
+            peer = peers.get(peer_id)
+            to = peer.addr if peer is not None else addr
+            if to is not None:
+                self._send_frame(to, ftype, body)
+
+    def _report_lost(self, lost: list[LostData]) -> None:
+        for item in lost:
+            peer = self._discovery.peers.get(item.peer_id)
+            name = peer.name if peer is not None and peer.name else f"{item.peer_id:016x}"
+            kind = "ordered" if item.kind == ORDERED else "unordered"
+            detail = f"{kind} stream, datagrams {item.gap.start}..{item.gap.end - 1}"
+            log.warning("insane: lost for good from %s: %s", name, detail)
+            self._report(errors.MessagesLostError(name, item.gap.count, detail))
+
+    def _arm_reliability(self) -> None:
+        """Make sure the reliability timer fires when the next TAIL or NACK is due."""
+        now = self._loop.time()
+        at = self._links.next_timer(now)
+        handle = self._rel_timer
+        if at is None:
+            return
+        at = max(at, now + _MIN_TIMER)
+        if handle is not None and handle.when() <= at:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._rel_timer = self._loop.call_at(at, self._reliability_tick)
+
+    def _reliability_tick(self) -> None:
+        self._rel_timer = None
+        if self._closed:
+            return
+        self._send_to_peers(self._links.due(self._loop.time()), None)
+        self._flush()
+        self._arm_reliability()
 
     def _on_frag(self, sender: int, body: memoryview, addr: Address, now: float) -> None:
         msg_id, total, offset, inner, chunk = wire.decode_frag(body)
@@ -1022,12 +1181,21 @@ class Session:
         self._progress.set()
 
     def _forget_flow(self, peer: Peer) -> None:
-        """A gone peer neither blocks publishers nor keeps flow state."""
+        """A gone peer neither blocks publishers nor keeps flow or stream state; what it still
+        owed us on reliable streams is reported lost, what we held back is handed over."""
+        now = self._loop.time()
+        ready, lost = self._links.peer_gone(peer.peer_id, now)
+        for d in ready:
+            self._process_frames(d, _frames_start(d), peer.peer_id, peer.addr, now)
+        self._report_lost(lost)
+        for kind in (UNORDERED, ORDERED):
+            self._out.pop((peer.peer_id, kind), None)
         if not any(p.addr == peer.addr for p in self._discovery.peers.values()):
             q = self._out.get(peer.addr)
             if q is not None and q.empty:
                 del self._out[peer.addr]
-                self._room.set()
+            self._flows.pop(peer.addr, None)
+            self._room.set()
         fin = self._flow_in.get(peer.addr)
         if fin is not None and fin.source == peer.peer_id:
             del self._flow_in[peer.addr]
@@ -1059,6 +1227,16 @@ class Session:
 
 
 _frozen = False
+
+
+def _frames_start(data: bytes) -> int:
+    """Where the frames of a (well-formed) datagram start, after POSITION and SEQ."""
+    pos = wire.HEADER_SIZE
+    if data[pos] == wire.POSITION:
+        pos += wire.POSITION_FRAME_SIZE
+    if pos < len(data) and data[pos] == wire.SEQ:
+        pos += wire.SEQ_FRAME_SIZE
+    return pos
 
 
 def _freeze_startup_objects() -> None:

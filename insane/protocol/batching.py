@@ -10,17 +10,58 @@ The session appends small message frames straight into ``buf`` on its fast path 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from insane.protocol import wire
 from insane.protocol.flow import ACK_NOW, FlowOut
+from insane.protocol.reliability import SendStream
 
 
 class OutQueue:
-    __slots__ = ("_base", "_header", "_positioned", "buf", "flow", "limit", "ready")
+    """Datagrams being built for one destination address.
 
-    def __init__(self, header: bytes, limit: int, flow: FlowOut | None = None) -> None:
+    ``flow`` is the destination's flow-control state (shared by every queue to that address).
+    With a ``stream`` (a reliable stream of ``kind``), every datagram also carries a SEQ
+    frame, and is handed to the stream, stamped with ``clock()``, to be kept for
+    retransmission.
+    """
+
+    __slots__ = (
+        "_base",
+        "_clock",
+        "_header",
+        "_positioned",
+        "addr",
+        "buf",
+        "flow",
+        "kind",
+        "limit",
+        "ready",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        header: bytes,
+        limit: int,
+        flow: FlowOut | None = None,
+        *,
+        addr: tuple[str, int] = ("", 0),
+        stream: SendStream | None = None,
+        kind: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.flow = flow or FlowOut()
+        self.addr = addr
+        self.stream = stream
+        self.kind = kind
+        self._clock = clock
+        if stream is not None:
+            header = header + wire.seq_frame(kind, 0)
         self._header = header
-        self._positioned = header + wire.position_frame(0)
+        self._positioned = header[: wire.HEADER_SIZE] + wire.position_frame(0)
+        self._positioned += header[wire.HEADER_SIZE :]
         self.limit = limit
         self.ready: list[bytes] = []
         self._base = 0
@@ -45,9 +86,19 @@ class OutQueue:
         buf = self.buf
         if len(buf) > self._base:
             position = self.flow.advance(len(buf))
-            if self._base > len(self._header):
+            positioned = self._base > len(self._header)
+            if positioned:
                 wire.write_position(buf, wire.HEADER_SIZE, position)
-            self.ready.append(bytes(buf))
+            stream = self.stream
+            if stream is None:
+                self.ready.append(bytes(buf))
+            else:
+                seq = stream.number()
+                at = wire.HEADER_SIZE + (wire.POSITION_FRAME_SIZE if positioned else 0)
+                wire.write_seq(buf, at, self.kind, seq)
+                datagram = bytes(buf)
+                stream.sent(seq, datagram, self._clock())
+                self.ready.append(datagram)
             self.buf = self._fresh()
 
     def take(self) -> list[bytes]:
@@ -58,7 +109,7 @@ class OutQueue:
 
     def probe(self) -> bytes:
         """A datagram that asks the receiver for a WINDOW frame at once."""
-        return self._header + wire.position_frame(self.flow.sent, ACK_NOW)
+        return self._header[: wire.HEADER_SIZE] + wire.position_frame(self.flow.sent, ACK_NOW)
 
     @property
     def empty(self) -> bool:

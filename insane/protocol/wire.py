@@ -36,6 +36,11 @@ BYE = 7
 INTEREST_REQ = 8
 POSITION = 9
 WINDOW = 10
+SEQ = 11
+ACK = 12
+NACK = 13
+TAIL = 14
+GAP = 15
 
 FRAME_NAMES = {
     ANNOUNCE: "announce",
@@ -48,6 +53,11 @@ FRAME_NAMES = {
     INTEREST_REQ: "interest_req",
     POSITION: "position",
     WINDOW: "window",
+    SEQ: "seq",
+    ACK: "ack",
+    NACK: "nack",
+    TAIL: "tail",
+    GAP: "gap",
 }
 
 _HEARTBEAT = struct.Struct("!IQQQ")  # interest version, sent ns, echoed ns, hold ns
@@ -416,3 +426,80 @@ def decode_window(body: memoryview | bytes) -> tuple[int, int]:
         raise WireError("malformed", "window frame length")
     acked, window = _WINDOW.unpack(body)
     return acked, window
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliable streams (see protocol/reliability.py)
+
+_SEQ = struct.Struct("!BBHBQ")  # a whole SEQ frame: header, stream kind, sequence number
+SEQ_FRAME_SIZE = _SEQ.size
+_KIND_NUMBER = struct.Struct("!BQ")  # ACK and TAIL bodies: stream kind, a number
+_NACK_HEAD = struct.Struct("!BH")  # stream kind, range count
+_RANGE = struct.Struct("!QQ")  # start, end (exclusive)
+_GAP = struct.Struct("!BQQ")  # stream kind, start, end
+#: Most ranges one NACK carries (the oldest first; later ones are asked for next time).
+MAX_NACK_RANGES = 256
+
+
+def seq_frame(kind: int, seq: int) -> bytes:
+    return _SEQ.pack(SEQ, 0, 9, kind, seq)
+
+
+def write_seq(buf: bytearray, offset: int, kind: int, seq: int) -> None:
+    """Fill in the SEQ frame at ``offset`` of a datagram being built."""
+    _SEQ.pack_into(buf, offset, SEQ, 0, 9, kind, seq)
+
+
+def read_seq(data: bytes, offset: int) -> tuple[int, int]:
+    """(kind, seq) of the SEQ frame at ``offset``; the caller checked the type."""
+    if len(data) < offset + SEQ_FRAME_SIZE:
+        raise WireError("truncated", "seq frame")
+    _t, _f, length, kind, seq = _SEQ.unpack_from(data, offset)
+    if length != 9 or seq == 0:
+        raise WireError("malformed", "seq frame")
+    return kind, seq
+
+
+def kind_number_body(kind: int, number: int) -> bytes:
+    """Body of an ACK (next expected number) or TAIL (last number sent) frame."""
+    return _KIND_NUMBER.pack(kind, number)
+
+
+def decode_kind_number(body: memoryview | bytes) -> tuple[int, int]:
+    if len(body) != _KIND_NUMBER.size:
+        raise WireError("malformed", "ack/tail frame length")
+    kind, number = _KIND_NUMBER.unpack(body)
+    return kind, number
+
+
+def nack_body(kind: int, ranges: list[tuple[int, int]]) -> bytes:
+    ranges = ranges[:MAX_NACK_RANGES]
+    return _NACK_HEAD.pack(kind, len(ranges)) + b"".join(_RANGE.pack(a, b) for a, b in ranges)
+
+
+def decode_nack(body: memoryview | bytes) -> tuple[int, list[tuple[int, int]]]:
+    if len(body) < _NACK_HEAD.size:
+        raise WireError("truncated", "nack frame")
+    kind, count = _NACK_HEAD.unpack_from(body, 0)
+    if count > MAX_NACK_RANGES or len(body) != _NACK_HEAD.size + count * _RANGE.size:
+        raise WireError("malformed", "nack frame length")
+    ranges = []
+    for i in range(count):
+        a, b = _RANGE.unpack_from(body, _NACK_HEAD.size + i * _RANGE.size)
+        if not 0 < a < b:
+            raise WireError("malformed", "nack range")
+        ranges.append((a, b))
+    return kind, ranges
+
+
+def gap_body(kind: int, start: int, end: int) -> bytes:
+    return _GAP.pack(kind, start, end)
+
+
+def decode_gap(body: memoryview | bytes) -> tuple[int, int, int]:
+    if len(body) != _GAP.size:
+        raise WireError("malformed", "gap frame length")
+    kind, start, end = _GAP.unpack(body)
+    if not 0 < start < end:
+        raise WireError("malformed", "gap range")
+    return kind, start, end

@@ -382,6 +382,16 @@ class DiscoveryConfig(Section):
         return tuple(parse_peer(p) for p in self.peers)
 
 
+class ReliabilityConfig(Section):
+    """Tuning of reliable channels (protocol/reliability.py)."""
+
+    retransmit_bytes: Annotated[int, BeforeValidator(_int_in(0, 2**40))] = 64 * 1024 * 1024
+    retransmit_age: Seconds = 10.0
+    nack_delay: Seconds = 0.002
+    nack_interval: Seconds = 0.02
+    stall_timeout: Seconds = 0.5
+
+
 class MetricsConfig(Section):
     port: Annotated[int | None, _opt(_int_in(0, 65535))] = None
     bind: IPAddress = "127.0.0.1"
@@ -410,6 +420,7 @@ class Config(Section):
     channels: dict[Pattern, QoSRule] = {}
     transports: TransportsConfig = TransportsConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    reliability: ReliabilityConfig = ReliabilityConfig()
     metrics: MetricsConfig = MetricsConfig()
 
     _source: str = PrivateAttr(EMBEDDED_DEFAULT)

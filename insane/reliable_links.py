@@ -1,0 +1,168 @@
+"""The reliable streams of one session, toward and from each peer (sans-IO bookkeeping).
+
+For every peer a session sends reliable traffic to, it keeps a :class:`SendStream` per stream
+kind (ordered, or reliable alone); for every peer it receives reliable traffic from, a
+:class:`ReceiveStream` per kind.  This module turns their work into frames addressed to peer
+ids (SEQ, ACK, NACK, TAIL, GAP: see docs/wire-format.md) and counts it in the metrics; the
+session moves the frames and datagrams, and knows the peers' addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from insane.metrics import STORE
+from insane.protocol import wire
+from insane.protocol.reliability import ORDERED, UNORDERED, Gap, ReceiveStream, SendStream
+from insane.qos.model import ChannelQoS, ReliabilityConfig
+
+#: A receiver acknowledges on its own (without a TAIL asking) after this many datagrams.
+_ACK_EVERY = 64
+
+Frame = tuple[int, int, bytes]  # (peer id, frame type, body)
+
+
+def stream_kind(qos: ChannelQoS) -> int:
+    """The stream a channel's messages travel on: 0 (none: best effort), or a reliable kind."""
+    if qos.reliability != "reliable":
+        return 0
+    return ORDERED if qos.ordering == "ordered" else UNORDERED
+
+
+@dataclass(frozen=True, slots=True)
+class LostData:
+    """Datagrams of a peer's stream that will never arrive (reported to ``error_cb``)."""
+
+    peer_id: int
+    kind: int
+    gap: Gap
+
+
+class ReliableLinks:
+    def __init__(self, config: ReliabilityConfig, transport: str = "udp") -> None:
+        self.config = config
+        self.tx: dict[tuple[int, int], SendStream] = {}
+        self.rx: dict[tuple[int, int], ReceiveStream] = {}
+        self._acked: dict[tuple[int, int], int] = {}  # what we last acknowledged per rx stream
+        self._retransmits = STORE.cell("insane_retransmissions", transport)
+        self._nacks_sent = STORE.cell("insane_nacks", transport, "sent")
+        self._nacks_received = STORE.cell("insane_nacks", transport, "received")
+        self._duplicates = STORE.cell("insane_duplicates", transport)
+        self._recovered = STORE.cell("insane_gaps", transport, "recovered")
+        self._lost = STORE.cell("insane_gaps", transport, "unrecoverable")
+
+    # ------------------------------------------------------------------ sending side
+
+    def send_stream(self, peer_id: int, kind: int) -> SendStream:
+        key = (peer_id, kind)
+        s = self.tx.get(key)
+        if s is None:
+            c = self.config
+            s = self.tx[key] = SendStream(c.retransmit_bytes, c.retransmit_age)
+        return s
+
+    def on_ack(self, sender: int, body: memoryview) -> None:
+        kind, next_expected = wire.decode_kind_number(body)
+        s = self.tx.get((sender, kind))
+        if s is not None:
+            s.on_ack(next_expected)
+
+    def on_nack(self, sender: int, body: memoryview, now: float) -> tuple[list[bytes], list[Frame]]:
+        """Datagrams to send ``sender`` again, and GAP frames for what is gone."""
+        kind, ranges = wire.decode_nack(body)
+        self._nacks_received.value += 1
+        s = self.tx.get((sender, kind))
+        if s is None:  # a stream we no longer have (we restarted it, or never had it)
+            return [], [(sender, wire.GAP, wire.gap_body(kind, a, b)) for a, b in ranges]
+        again, gaps = s.on_nack(ranges, now)
+        self._retransmits.value += len(again)
+        return again, [(sender, wire.GAP, wire.gap_body(kind, g.start, g.end)) for g in gaps]
+
+    # ------------------------------------------------------------------ receiving side
+
+    def on_seq(self, sender: int, kind: int, seq: int, datagram: bytes, now: float) -> list[bytes]:
+        """A numbered datagram arrived: the datagrams to process now, in order."""
+        key = (sender, kind)
+        r = self.rx.get(key)
+        if r is None:
+            if kind not in (ORDERED, UNORDERED):
+                raise wire.WireError("malformed", f"stream kind {kind}")
+            c = self.config
+            r = self.rx[key] = ReceiveStream(kind == ORDERED, c.nack_delay, c.nack_interval)
+        before = r.stats.duplicates, r.stats.recovered
+        out = r.on_data(seq, datagram, now)
+        self._duplicates.value += r.stats.duplicates - before[0]
+        self._recovered.value += r.stats.recovered - before[1]
+        return out
+
+    def on_tail(self, sender: int, body: memoryview, now: float) -> list[Frame]:
+        """The sender's last number: answer with where we are (and what we miss)."""
+        kind, last = wire.decode_kind_number(body)
+        r = self.rx.get((sender, kind))
+        if r is None:  # nothing of this stream arrived: all of it is missing
+            c = self.config
+            r = self.rx[(sender, kind)] = ReceiveStream(
+                kind == ORDERED, c.nack_delay, c.nack_interval
+            )
+        r.on_tail(last, now)
+        return [self._ack(sender, kind, r)]
+
+    def on_gap(
+        self, sender: int, body: memoryview, now: float
+    ) -> tuple[list[bytes], list[LostData]]:
+        kind, start, end = wire.decode_gap(body)
+        r = self.rx.get((sender, kind))
+        if r is None:
+            return [], []
+        out, gaps = r.on_gap(start, end, now)
+        return out, self._lost_data(sender, kind, gaps)
+
+    def _lost_data(self, sender: int, kind: int, gaps: list[Gap]) -> list[LostData]:
+        self._lost.value += sum(g.count for g in gaps)
+        return [LostData(sender, kind, g) for g in gaps]
+
+    def _ack(self, peer_id: int, kind: int, r: ReceiveStream) -> Frame:
+        self._acked[(peer_id, kind)] = r.next_expected
+        return (peer_id, wire.ACK, wire.kind_number_body(kind, r.next_expected))
+
+    def acks_due(self) -> list[Frame]:
+        """ACKs for streams that advanced far enough since the last one."""
+        out = []
+        for key, r in self.rx.items():
+            if r.next_expected - self._acked.get(key, 1) >= _ACK_EVERY:
+                out.append(self._ack(key[0], key[1], r))
+        return out
+
+    # ------------------------------------------------------------------ time and peers
+
+    def due(self, now: float) -> list[Frame]:
+        """TAILs of quiet streams with unacknowledged data, NACKs of gaps that are due."""
+        out: list[Frame] = []
+        for (peer_id, kind), s in self.tx.items():
+            if s.tail_due(now):
+                out.append((peer_id, wire.TAIL, wire.kind_number_body(kind, s.tail(now))))
+        for (peer_id, kind), r in self.rx.items():
+            ranges = r.nack_due(now)
+            if ranges:
+                self._nacks_sent.value += 1
+                out.append((peer_id, wire.NACK, wire.nack_body(kind, ranges)))
+        return out
+
+    def next_timer(self, now: float) -> float | None:
+        times = [t for s in self.tx.values() if (t := s.next_timer(now)) is not None]
+        times += [t for r in self.rx.values() if (t := r.next_timer(now)) is not None]
+        return min(times) if times else None
+
+    def peer_gone(self, peer_id: int, now: float) -> tuple[list[bytes], list[LostData]]:
+        """Forget a peer: what it still owes us is lost; what we held back is handed over."""
+        out: list[bytes] = []
+        lost: list[LostData] = []
+        for kind in (UNORDERED, ORDERED):
+            self.tx.pop((peer_id, kind), None)
+            self._acked.pop((peer_id, kind), None)
+            r = self.rx.pop((peer_id, kind), None)
+            if r is not None:
+                held, gaps = r.abandon(now)
+                out += held
+                lost += self._lost_data(peer_id, kind, gaps)
+        return out, lost
