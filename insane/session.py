@@ -168,6 +168,7 @@ class Session:
         self._acks_now: set[Address] = set()
         self._ack_timer: asyncio.TimerHandle | None = None
         self._backpressure = False  # a window is full or the kernel pushed back
+        self._skip_full = False  # overflow: drop, while publishing under pressure
         self._room = asyncio.Event()
         self._window_stalls = STORE.cell("insane_window_stalls", "udp")
         self._rx_fast: dict[bytes, _FastReceive] = {}
@@ -423,9 +424,14 @@ class Session:
     ) -> None:
         """Send ``payload`` to every subscriber of ``subject``, wherever it is.
 
-        Returns once the message is queued; it waits only while a receiver's flow-control
-        window is full or the kernel pushes back.
+        Returns once the message is queued.  While a receiver's flow-control window is full
+        (or the kernel pushes back), the channel's ``overflow`` says what happens: ``block``
+        (the default) waits for room, ``drop`` leaves the message out for the destinations
+        that are full, ``error`` raises ``OutboundBufferLimitError``.
         """
+        if self._backpressure:
+            await self._publish_under_pressure(subject, payload, reply, headers)
+            return
         fast = self._tx_fast.get(subject)
         if fast is None and subject.startswith(REPLY_PREFIX):
             fast = self._tx_reply.get(reply_family(subject) or "")
@@ -450,8 +456,25 @@ class Session:
                 self._flush()
         else:
             self._publish_checked(subject, payload, reply, headers)
-        if self._backpressure:
+
+    async def _publish_under_pressure(
+        self, subject: str, payload: bytes, reply: str | None, headers: dict[str, str] | None
+    ) -> None:
+        overflow = self._channel(subject).qos.overflow
+        if overflow == "block":
             await self._wait_for_room()
+            self._publish_checked(subject, payload, reply, headers)
+            return
+        self._flush()  # (brings the picture of who is full up to date)
+        if overflow == "error" and self._backpressure:
+            raise errors.OutboundBufferLimitError(
+                f"a receiver's window is full: {subject!r} not published"
+            )
+        self._skip_full = True  # drop: leave it out where there is no room
+        try:
+            self._publish_checked(subject, payload, reply, headers)
+        finally:
+            self._skip_full = False
 
     def _publish_checked(
         self, subject: str, data: bytes, reply: str | None, headers: dict[str, str] | None
@@ -558,6 +581,11 @@ class Session:
             ch.routed.add(peer_id)
             if (ch.pattern, peer_id) not in self._routes_logged:
                 self._note_route(ch, peer)
+        if self._skip_full:
+            flow = self._flows.get(peer.addr)
+            if flow is not None and flow.blocked:
+                self._drop("window_full")
+                return
         self._send_frame_to(self._dest_queue(peer, ch), wire.MSG, body)
         ch.sent_msgs.value += 1
         ch.sent_bytes.value += size

@@ -9,7 +9,11 @@ import random
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
+import pytest
+
+from insane.metrics import STORE
 from insane.protocol import wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import DATAGRAM_OVERHEAD, MIN_WINDOW, FlowIn, FlowOut
@@ -153,14 +157,22 @@ def test_fast_publisher_and_slow_subscriber_lose_nothing() -> None:
     env.pop("INSANE_CONFIG", None)
     sub = subprocess.Popen(
         [sys.executable, "-c", _SUBSCRIBER, str(domain), str(count)],
-        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     try:
         assert sub.stdout is not None
         assert sub.stdout.readline().strip() == "ready"
         pub = subprocess.run(
             [sys.executable, "-c", _PUBLISHER, str(domain), str(count)],
-            capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+            check=True,
         )
         sent = json.loads(pub.stdout.strip().splitlines()[-1])
         got = json.loads(sub.stdout.readline())
@@ -172,3 +184,79 @@ def test_fast_publisher_and_slow_subscriber_lose_nothing() -> None:
     assert got["sha"] == sent["sha"]
     assert got["dropped"] == 0
     assert sent["stalls"] > 0  # flow control did engage
+
+
+async def _stalled_pair(overflow: str, stall: float = 30.0) -> tuple[Any, Any, Any]:
+    """Two sessions; the subscriber's socket is no longer read (a hung process), so the
+    publisher's window toward it fills."""
+    import insane
+
+    cfg = {
+        "domain": random.randrange(1, 2**32),
+        "channels": {"f.>": {"qos": ["reliable"], "overflow": overflow}},
+        "reliability": {"stall_timeout": stall},
+    }
+    a = await insane.connect(cfg, name="pub")
+    b = await insane.connect(cfg, name="sub")
+    sub = await b.subscribe("f.x")
+    await a.flush()
+    b._udp._loop.remove_reader(b._udp._sock.fileno())  # stop reading: nothing is acknowledged
+    return a, b, sub
+
+
+async def _fill(a: Any) -> None:
+    chunk = b"x" * 60_000
+    for _ in range(200):  # 12 MB: far beyond the 4 MiB window
+        if a._backpressure:
+            return
+        await a.publish("f.x", chunk)
+    raise AssertionError("the window never filled")
+
+
+async def test_overflow_block_waits_for_room_and_goes_on_when_the_receiver_reads() -> None:
+    import asyncio
+
+    a, b, _sub = await _stalled_pair("block")
+    try:
+        await _fill(a)
+        blocked = asyncio.ensure_future(a.publish("f.x", b"last"))
+        await asyncio.sleep(0.3)
+        assert not blocked.done()  # waiting for room
+        b._udp._loop.add_reader(b._udp._sock.fileno(), b._udp._readable)  # reads again
+        await asyncio.wait_for(blocked, 10)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_overflow_drop_and_error() -> None:
+    import insane
+
+    for overflow in ("drop", "error"):
+        a, b, _sub = await _stalled_pair(overflow)
+        try:
+            await _fill(a)
+            before = STORE.total("insane_dropped", reason="window_full")
+            if overflow == "drop":
+                await a.publish("f.x", b"dropped")  # returns at once
+                assert STORE.total("insane_dropped", reason="window_full") == before + 1
+            else:
+                with pytest.raises(insane.errors.OutboundBufferLimitError):
+                    await a.publish("f.x", b"refused")
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_destination_that_acknowledges_nothing_stops_blocking_after_stall_timeout() -> None:
+    import asyncio
+
+    a, b, _sub = await _stalled_pair("block", stall=0.3)
+    try:
+        await _fill(a)
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(a.publish("f.x", b"goes on"), 5)
+        assert 0.2 < asyncio.get_running_loop().time() - t0 < 2.0
+    finally:
+        await a.close()
+        await b.close()
