@@ -13,14 +13,30 @@ import asyncio
 import hashlib
 import json
 import os
+import random
 import sys
 import threading
+import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import insane
 from insane.metrics import STORE
+
+
+def stream_size(i: int) -> int:
+    """Mixed sizes from 64 B to 1 MiB: mostly small, every 100th 64 KiB, every 1000th 1 MiB."""
+    if i % 1000 == 999:
+        return 1 << 20
+    if i % 100 == 50:
+        return 64 << 10
+    return 64 + (i * 7919) % 2000
+
+
+def stream_payload(i: int, seed: int = 0) -> bytes:
+    """Message ``i`` of a numbered stream: its number, then bytes that depend on it."""
+    return i.to_bytes(4, "big") + random.Random(i * 1_000_003 + seed).randbytes(stream_size(i) - 4)
 
 
 def payload(prefix: str, i: int, size: int) -> bytes:
@@ -36,6 +52,8 @@ class Agent:
         self.received: dict[str, list[dict[str, Any]]] = {}
         self.subs: dict[str, insane.Subscription] = {}
         self.errors: list[str] = []
+        self.streams: dict[str, dict[str, Any]] = {}
+        self.stream_task: asyncio.Future[dict[str, Any]] | None = None
 
     def _record(self, sid: str, msg: insane.Msg) -> None:
         self.received.setdefault(sid, []).append(
@@ -102,6 +120,57 @@ class Agent:
         return {
             "sent": count,
             "sha_last": hashlib.sha256(payload(prefix, count - 1, size)).hexdigest()[:16],
+        }
+
+    # ---------------------------------------------------------------- long numbered streams
+    # For volume tests: messages carry their number; the subscriber checks the order and
+    # keeps a running digest instead of recording each message.
+
+    async def op_stream_pub(
+        self, subject: str, count: int, seed: int = 0, background: bool = False
+    ) -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            s = self._s()
+            digest = hashlib.sha256()
+            t0 = time.monotonic()
+            for i in range(count):
+                data = stream_payload(i, seed)
+                digest.update(data)
+                await s.publish(subject, data)
+            await s.flush()
+            return {"sent": count, "sha": digest.hexdigest(), "seconds": time.monotonic() - t0}
+
+        if background:
+            self.stream_task = asyncio.ensure_future(run())
+            return {}
+        return await run()
+
+    async def op_stream_pub_result(self, timeout: float = 60.0) -> dict[str, Any]:
+        assert self.stream_task is not None
+        return await asyncio.wait_for(self.stream_task, timeout)
+
+    async def op_stream_sub(self, subject: str, id: str) -> dict[str, Any]:
+        state = self.streams[id] = {"count": 0, "in_order": True, "digest": hashlib.sha256()}
+
+        async def cb(msg: insane.Msg) -> None:
+            if int.from_bytes(msg.data[:4], "big") != state["count"]:
+                state["in_order"] = False
+            state["digest"].update(msg.data)
+            state["count"] += 1
+
+        self.subs[id] = await self._s().subscribe(subject, cb=cb)
+        return {}
+
+    async def op_stream_wait(self, id: str, count: int, timeout: float = 60.0) -> dict[str, Any]:
+        state = self.streams[id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while state["count"] < count and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return {
+            "count": state["count"],
+            "in_order": state["in_order"],
+            "sha": state["digest"].hexdigest(),
         }
 
     async def op_request(
