@@ -9,6 +9,7 @@ Sections
   1. Strict skipping and the ``privileged`` marker
   2. Network namespaces: several hosts on one machine
   3. A real nats-server (differential tests of the NATS facade)
+  4. Faults on the wire: loss, duplication, reordering, delay between two hosts
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from netns import Lan, delete_namespaces, leftover_namespaces, require_privileges
+from faults import FaultyLink, Injector
+from netns import Host, Lan, delete_namespaces, leftover_namespaces, require_privileges
 
 # --------------------------------------------------------------------------------------------
 # 1. Strict skipping and the ``privileged`` marker
@@ -111,3 +113,47 @@ def nats_server() -> Iterator[str]:
         yield server.start()
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Faults on the wire: loss, duplication, reordering, delay (see tests/faults.py)
+#
+# ``faulty_pair(**params) -> (a, b, injector)``: two hosts like those of ``netns_pair``
+# (``.ip``, ``.wrap(cmd)``, ``.popen(...)``...), joined through a middle namespace whose relay
+# drops, duplicates, reorders and delays frames, so faults hit every transport (kernel UDP,
+# AF_XDP, DPDK alike).  Parameters: loss, dup, reorder (probabilities), delay_ms, jitter_ms
+# (one way), reorder_ms, filter ("udp" by default: ARP/ICMP pass clean), seed (default 0);
+# ``ab={...}`` / ``ba={...}`` override one direction; ``tx_offload=False`` turns the hosts'
+# checksum offload off.  ``injector.set(loss=0)`` changes faults at run time ("heal"),
+# ``injector.stats()`` returns the counters (``stats()["ab"]["dropped"]``...),
+# ``injector.wait_idle()`` waits for the wire to go quiet first.  Checks privileges (skip, or
+# fail under INSANE_CI_STRICT=1); everything is torn down when the test ends.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def faulty_pair(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., tuple[Host, Host, Injector]]]:
+    """Factory: ``faulty_pair(loss=0.1, dup=0.05, reorder=0.25, delay_ms=1.0, seed=7)``
+    ``-> (a, b, injector)``, with ``a``, ``b`` :class:`netns.Host` and ``injector`` a
+    :class:`faults.Injector`.  Call it more than once for several faulty pairs."""
+    made: list[FaultyLink] = []
+
+    def make(**kw: Any) -> tuple[Host, Host, Injector]:
+        require_privileges(request.node.nodeid)
+        link = FaultyLink(**kw)
+        made.append(link)
+        link.start()
+        a, b = link
+        return a, b, link.injector
+
+    yield make
+    errors: list[Exception] = []
+    for link in reversed(made):
+        try:
+            link.close()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
