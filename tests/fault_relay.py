@@ -29,8 +29,10 @@ Faults (per direction: ``ab`` is frames from interface a to interface b, ``ba`` 
     ``reorder_ms``                   a reordered frame is held back until the next frame of
                                      its direction has left, then sent; or after
                                      ``reorder_ms`` more if no frame comes
-    ``filter``                       which frames get faults: ``"udp"`` (IPv4 protocol 17,
-                                     the default), ``"ip"`` (all IPv4) or ``"all"``; the rest
+    ``filter``                       which frames get faults: ``"udp"`` (UDP over IPv4 or
+                                     IPv6, the default; an IPv6 UDP header behind extension
+                                     headers is not recognised), ``"ip"`` (all IPv4 and IPv6,
+                                     so IPv6 neighbour discovery too) or ``"all"``; the rest
                                      pass at once and untouched (ARP, ICMP... by default)
     ``seed``                         seeds the direction's generator (0 by default); a
                                      ``set`` that names it reseeds
@@ -350,15 +352,17 @@ class Relay:
         buf = self.buf
         c = d.counts
         c["rx"] += 1
-        # Filter: 0 = IPv4 (ethertype 0x0800) carrying UDP (protocol 17), 1 = IPv4, 2 = all.
-        if not d.faulty or (
-            d.match < 2
-            and (
-                buf[VNET + 12] != 8
-                or buf[VNET + 13] != 0
-                or (d.match == 0 and buf[VNET + 23] != 17)
-            )
-        ):
+        # Filter: 0 = UDP over IPv4 (ethertype 0x0800, protocol 17) or IPv6 (0x86DD, next
+        # header 17), 1 = IPv4 or IPv6, 2 = everything.
+        hit = d.faulty
+        if hit and d.match < 2:
+            if buf[VNET + 12] == 0x08 and buf[VNET + 13] == 0x00:
+                hit = d.match == 1 or buf[VNET + 23] == 17
+            elif buf[VNET + 12] == 0x86 and buf[VNET + 13] == 0xDD:
+                hit = d.match == 1 or buf[VNET + 20] == 17
+            else:
+                hit = False
+        if not hit:
             c["clean"] += 1
             if d.held:
                 self.release(d, bytes(self.view[:n]), 1, False, 0.0)

@@ -35,8 +35,8 @@ Parameters (see tests/fault_relay.py for the exact semantics)
     ``loss``, ``dup``, ``reorder`` (probabilities), ``delay_ms`` and ``jitter_ms`` (one way:
     a round trip gets twice), ``reorder_ms`` (the longest a reordered frame is held back
     waiting for a frame to overtake it; default 10), ``filter`` (``"udp"`` by default: only
-    IPv4/UDP frames get faults, ARP and ICMP pass clean so neighbours resolve reliably;
-    ``"ip"``; ``"all"``) and ``seed`` (0 by default; each direction draws from its own
+    UDP frames, over IPv4 or IPv6, get faults; ARP and ICMP pass clean so neighbours resolve
+    reliably; ``"ip"``; ``"all"``) and ``seed`` (0 by default; each direction draws from its own
     generator, so a run is reproducible frame for frame given the same frames).  Keywords
     apply to both directions; ``ab={...}`` / ``ba={...}`` override one direction (``ab`` is
     frames from a to b).
@@ -209,7 +209,8 @@ class Injector:
 
     def wait_idle(self, quiet: float = 0.05, timeout: float = 5.0) -> dict[str, Any]:
         """Wait until no frame is delayed or held back and none arrived for ``quiet``
-        seconds; return the counters then."""
+        seconds; return the counters then.  With periodic traffic on the wire (an agent's
+        heartbeats), pick ``quiet`` shorter than its period."""
         deadline = time.monotonic() + timeout
         last = self.stats()
         while True:
