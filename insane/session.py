@@ -686,6 +686,8 @@ class Session:
                     blocked = True
                 if q.stream is not None:
                     reliable = True
+                    if q.stream.full:
+                        blocked = True
         self._udp.send_batch(datagrams)
         self._dgram_tx.value += len(datagrams)
         self._backpressure = blocked or self._udp.backlog_bytes > _BACKLOG_LIMIT
@@ -748,6 +750,13 @@ class Session:
             if f.acked != before:
                 f.progress = self._loop.time()
 
+    def _last_heard(self, now: float) -> dict[Address, float]:
+        """When each peer's address was last heard from (any datagram)."""
+        heard: dict[Address, float] = {}
+        for p in self._discovery.peers.values():
+            heard[p.addr] = max(heard.get(p.addr, 0.0), p.last_seen)
+        return heard
+
     async def _wait_for_room(self) -> None:
         """Wait while a destination's window is full or the kernel pushes back.
 
@@ -762,16 +771,26 @@ class Session:
             if self._udp.backlog_bytes > _BACKLOG_LIMIT:
                 await self._udp.wait_drained()
                 continue
-            # A destination that stays blocked without acknowledging anything for
-            # stall_timeout is not waited for: its peer is gone or hung (a live slow one
-            # acknowledges as it goes).  Discovery drops a gone peer a little later.
+            # A destination we have not heard from for stall_timeout (a killed or hung process;
+            # a live one, however slow, acknowledges or at least sends heartbeats) is not
+            # waited for.  Discovery drops a gone peer a little later.
             now = self._loop.time()
+            heard = self._last_heard(now)
             blocked = [
                 (addr, f)
                 for addr, f in self._flows.items()
-                if f.blocked and now - max(f.progress, started) < stall
+                if f.blocked and now - max(heard.get(addr, 0.0), started) < stall
             ]
-            if not blocked:
+            # A reliable stream whose retransmit buffer is nearly full of unacknowledged data
+            # waits for acknowledgements too (rather than evict what may still be asked for).
+            peers = self._discovery.peers
+            streams_full = any(
+                s.full
+                and (p := peers.get(peer_id)) is not None
+                and now - max(heard.get(p.addr, 0.0), started) < stall
+                for (peer_id, _kind), s in self._links.tx.items()
+            )
+            if not blocked and not streams_full:
                 self._backpressure = False
                 return
             if self._closed:
@@ -1086,7 +1105,8 @@ class Session:
     ) -> None:
         links = self._links
         if ftype == wire.ACK:
-            links.on_ack(sender, body)
+            if links.on_ack(sender, body, now):
+                self._room.set()
         elif ftype == wire.NACK:
             again, gap_frames = links.on_nack(sender, body, now)
             if again:
@@ -1151,6 +1171,8 @@ class Session:
             self._on_msg(done.body)
         elif done.inner_type == wire.FRAG:
             raise wire.WireError("malformed", "nested fragment")
+        elif wire.ACK <= done.inner_type <= wire.GAP:
+            self._on_stream_frame(done.inner_type, sender, addr, memoryview(done.body), now)
         else:
             self._discovery.on_frame(sender, done.inner_type, done.body, addr, now)
 

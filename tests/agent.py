@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import sys
 import threading
 import time
@@ -145,11 +146,12 @@ class Agent:
             return {}
         return await run()
 
-    async def op_stream_pub_result(self, timeout: float = 60.0) -> dict[str, Any]:
+    async def op_stream_pub_result(self, wait: float = 60.0) -> dict[str, Any]:
         assert self.stream_task is not None
-        return await asyncio.wait_for(self.stream_task, timeout)
+        return await asyncio.wait_for(self.stream_task, wait)
 
-    async def op_stream_sub(self, subject: str, id: str) -> dict[str, Any]:
+    async def op_stream_sub(self, subject: str, id: str, delay: float = 0.0) -> dict[str, Any]:
+        """``delay``: seconds of CPU each message costs this consumer (a slow subscriber)."""
         state = self.streams[id] = {"count": 0, "in_order": True, "digest": hashlib.sha256()}
 
         async def cb(msg: insane.Msg) -> None:
@@ -157,20 +159,23 @@ class Agent:
                 state["in_order"] = False
             state["digest"].update(msg.data)
             state["count"] += 1
+            if delay:
+                time.sleep(delay)
 
         self.subs[id] = await self._s().subscribe(subject, cb=cb)
         return {}
 
-    async def op_stream_wait(self, id: str, count: int, timeout: float = 60.0) -> dict[str, Any]:
+    async def op_stream_wait(self, id: str, count: int, wait: float = 60.0) -> dict[str, Any]:
         state = self.streams[id]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + wait
         while state["count"] < count and loop.time() < deadline:
             await asyncio.sleep(0.05)
         return {
             "count": state["count"],
             "in_order": state["in_order"],
             "sha": state["digest"].hexdigest(),
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
     async def op_request(
@@ -211,6 +216,20 @@ class Agent:
                 return {"gone": True, "after": loop.time() - start}
             await asyncio.sleep(0.02)
         return {"gone": False, "after": loop.time() - start}
+
+    async def op_streams(self) -> dict[str, Any]:
+        """The session's reliable streams, for diagnosis."""
+        links = self._s()._links
+        return {
+            "rx": [
+                [f"{k[0]:016x}", k[1], r.next_expected, r.highest, r.held, r.missing()[:8],
+                 str(r.stats)] for k, r in links.rx.items()
+            ],
+            "tx": [
+                [f"{k[0]:016x}", k[1], s.next_seq, s.acked, s.kept, str(s.stats)]
+                for k, s in links.tx.items()
+            ],
+        }
 
     async def op_metric(self, name: str, **labels: str) -> dict[str, Any]:
         return {"value": STORE.total(name, **labels)}

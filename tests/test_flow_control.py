@@ -252,6 +252,7 @@ async def test_a_destination_that_acknowledges_nothing_stops_blocking_after_stal
     import asyncio
 
     a, b, _sub = await _stalled_pair("block", stall=0.3)
+    b._ticker.cancel()  # and no more heartbeats: as good as dead (a SIGKILLed process)
     try:
         await _fill(a)
         t0 = asyncio.get_running_loop().time()

@@ -30,6 +30,9 @@ import collections
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+#: A gap that lasts is asked for again at most this rarely (seconds).
+_MAX_BACKOFF = 0.2
+
 #: Stream kinds (the SEQ frame says which): reliable only, or reliable and ordered.
 UNORDERED = 1
 ORDERED = 2
@@ -53,6 +56,8 @@ class SendStats:
     retransmitted: int = 0
     nacks: int = 0
     gaps: int = 0  # datagrams announced as lost for good (evicted; counted per announcement)
+    evicted_full: int = 0  # unacknowledged datagrams dropped for the byte budget
+    evicted_old: int = 0  # ... for the age limit
 
 
 class SendStream:
@@ -64,8 +69,10 @@ class SendStream:
         max_age: float = 10.0,
         tail_delay: float = 0.005,
         tail_interval: float = 0.05,
+        window: int = 4 * 1024 * 1024,
     ) -> None:
         self.max_bytes = max_bytes
+        self.window = window
         self.max_age = max_age
         self.tail_delay = tail_delay
         self.tail_interval = tail_interval
@@ -75,6 +82,11 @@ class SendStream:
         self._kept_bytes = 0
         self._last_send = 0.0
         self._last_tail = -1e9
+        self.progress = 0.0  # when an acknowledgement last moved ``acked``
+        #: A datagram is not sent again sooner than this after its last retransmission (a
+        #: NACK repeated while the first retransmission is still on its way).
+        self.resend_guard = 0.01
+        self._resent: dict[int, float] = {}
         self.stats = SendStats()
 
     def number(self) -> int:
@@ -94,6 +106,10 @@ class SendStream:
     def _evict(self, now: float) -> None:
         kept = self._kept
         while kept and (self._kept_bytes > self.max_bytes or now - kept[0][2] > self.max_age):
+            if self._kept_bytes > self.max_bytes:
+                self.stats.evicted_full += 1
+            else:
+                self.stats.evicted_old += 1
             self._kept_bytes -= len(kept.popleft()[1])
 
     @property
@@ -105,15 +121,31 @@ class SendStream:
     def unacked(self) -> bool:
         return self.acked < self.next_seq
 
-    def on_ack(self, next_expected: int) -> None:
-        """The receiver has every datagram below ``next_expected``."""
+    @property
+    def full(self) -> bool:
+        """A window's worth (or three quarters of the byte budget) is sent and not yet
+        acknowledged: a publisher should wait for acknowledgements (``block``).  This is the
+        stream's own window, on what the receiver has in order: a receiver holding early
+        datagrams behind a gap does not open it, so a gap never lets the sender run ahead
+        until data must be evicted before it could be resent."""
+        kept = self._kept_bytes
+        return self.max_bytes > 0 and (kept >= self.window or kept * 4 >= self.max_bytes * 3)
+
+    def on_ack(self, next_expected: int, now: float = 0.0) -> bool:
+        """The receiver has every datagram below ``next_expected``.  True when that took the
+        stream out of :attr:`full`."""
         next_expected = min(next_expected, self.next_seq)
         if next_expected <= self.acked:
-            return
+            return False
+        was_full = self.full
         self.acked = next_expected
+        self.progress = now
         kept = self._kept
         while kept and kept[0][0] < next_expected:
             self._kept_bytes -= len(kept.popleft()[1])
+        if self._resent:
+            self._resent = {k: t for k, t in self._resent.items() if k >= next_expected}
+        return was_full and not self.full
 
     def on_nack(
         self, ranges: Iterable[tuple[int, int]], now: float
@@ -136,7 +168,12 @@ class SendStream:
                 gaps.append(Gap(start, lost_end))
                 self.stats.gaps += lost_end - start
                 start = lost_end
+            resent = self._resent
+            guard = self.resend_guard
             for seq in range(start, end):
+                if now - resent.get(seq, -1e9) < guard:
+                    continue
+                resent[seq] = now
                 again.append(kept[seq - first][1])
         self.stats.retransmitted += len(again)
         return again, gaps
@@ -191,6 +228,7 @@ class ReceiveStream:
         self._held_bytes = 0
         self._gap_since: float | None = None
         self._last_nack = -1e9
+        self._backoff = nack_interval  # doubles while a gap lasts without progress
         self.stats = ReceiveStats()
 
     # ------------------------------------------------------------------ input
@@ -207,6 +245,7 @@ class ReceiveStream:
         if seq == self.next_expected:
             out = [datagram]
             self.next_expected = seq + 1
+            self._backoff = self.nack_interval  # progress: ask promptly again
             if filling:
                 stats.recovered += 1
             self._drain(out)
@@ -307,8 +346,10 @@ class ReceiveStream:
         since = self._gap_since
         if since is None or now - since < self.nack_delay:
             return []
-        if now - self._last_nack < self.nack_interval:
+        if now - self._last_nack < self._backoff:
             return []
+        if self._last_nack > since:  # asked already in this gap: back off
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
         self._last_nack = now
         self.stats.nacks += 1
         return self.missing()
@@ -317,7 +358,7 @@ class ReceiveStream:
         """When :meth:`nack_due` may next have something (None: no gap)."""
         if self._gap_since is None:
             return None
-        return max(self._gap_since + self.nack_delay, self._last_nack + self.nack_interval)
+        return max(self._gap_since + self.nack_delay, self._last_nack + self._backoff)
 
     @property
     def held(self) -> int:

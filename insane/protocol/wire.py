@@ -437,8 +437,9 @@ _KIND_NUMBER = struct.Struct("!BQ")  # ACK and TAIL bodies: stream kind, a numbe
 _NACK_HEAD = struct.Struct("!BH")  # stream kind, range count
 _RANGE = struct.Struct("!QQ")  # start, end (exclusive)
 _GAP = struct.Struct("!BQQ")  # stream kind, start, end
-#: Most ranges one NACK carries (the oldest first; later ones are asked for next time).
-MAX_NACK_RANGES = 256
+#: Most ranges one NACK carries, so that it fits one datagram on a 1500-byte MTU (the oldest
+#: first; later ones are asked for next time).
+MAX_NACK_RANGES = 64
 
 
 def seq_frame(kind: int, seq: int) -> bytes:
