@@ -204,7 +204,12 @@ class Session:
     async def _start(self) -> None:
         self._capabilities = probe_all(self.config)
         await self._udp.start(self._on_datagrams)
-        self._max_body = self._udp.max_datagram - wire.HEADER_SIZE - wire.FRAME_HEADER_SIZE
+        # The largest frame body that fits a datagram with every prefix it may carry (header,
+        # POSITION, SEQ): a datagram must never exceed the path's MTU, or the kernel splits it
+        # into IP fragments, and with loss on the path incomplete fragment chains fill the
+        # receiver's reassembly memory until every fragmented datagram is dropped.
+        prefix = wire.HEADER_SIZE + wire.POSITION_FRAME_SIZE + wire.SEQ_FRAME_SIZE
+        self._max_body = self._udp.max_datagram - prefix - wire.FRAME_HEADER_SIZE
         self._chunk = self._max_body - wire.FRAG_HEAD_SIZE
         # The request inbox is part of our interest from the first announcement on.
         self._router.add_local(LocalSub(0, f"{self.inbox_prefix}.*", "", self._on_reply))
