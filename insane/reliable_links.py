@@ -44,6 +44,9 @@ class ReliableLinks:
         self.tx: dict[tuple[int, int], SendStream] = {}
         self.rx: dict[tuple[int, int], ReceiveStream] = {}
         self._acked: dict[tuple[int, int], int] = {}  # what we last acknowledged per rx stream
+        self._ack_due: set[tuple[int, int]] = set()
+        #: Set when a receive stream has a gap (cleared by the session when it arms its timer).
+        self.gap_open = False
         self._retransmits = STORE.cell("insane_retransmissions", transport)
         self._nacks_sent = STORE.cell("insane_nacks", transport, "sent")
         self._nacks_received = STORE.cell("insane_nacks", transport, "received")
@@ -89,10 +92,16 @@ class ReliableLinks:
                 raise wire.WireError("malformed", f"stream kind {kind}")
             c = self.config
             r = self.rx[key] = ReceiveStream(kind == ORDERED, c.nack_delay, c.nack_interval)
-        before = r.stats.duplicates, r.stats.recovered
+        stats = r.stats
+        before = stats.duplicates, stats.recovered
         out = r.on_data(seq, datagram, now)
-        self._duplicates.value += r.stats.duplicates - before[0]
-        self._recovered.value += r.stats.recovered - before[1]
+        if stats.duplicates != before[0] or stats.recovered != before[1]:
+            self._duplicates.value += stats.duplicates - before[0]
+            self._recovered.value += stats.recovered - before[1]
+        if r.next_expected - self._acked.get(key, 1) >= _ACK_EVERY:
+            self._ack_due.add(key)
+        if r.next_expected <= r.highest:
+            self.gap_open = True  # (the session arms its timer for the NACK)
         return out
 
     def on_tail(self, sender: int, body: memoryview, now: float) -> list[Frame]:
@@ -127,10 +136,14 @@ class ReliableLinks:
 
     def acks_due(self) -> list[Frame]:
         """ACKs for streams that advanced far enough since the last one."""
+        if not self._ack_due:
+            return []
         out = []
-        for key, r in self.rx.items():
-            if r.next_expected - self._acked.get(key, 1) >= _ACK_EVERY:
+        for key in self._ack_due:
+            r = self.rx.get(key)
+            if r is not None:
                 out.append(self._ack(key[0], key[1], r))
+        self._ack_due.clear()
         return out
 
     # ------------------------------------------------------------------ time and peers

@@ -61,8 +61,10 @@ _BACKLOG_LIMIT = 8 * 1024 * 1024
 _CACHE_LIMIT = 8192
 #: consumption: poll: keep reading the socket this long after the last datagram (seconds),
 #: and wait for a request's reply this long before falling back to the event loop.
-_POLL_IDLE = 200e-6
-_REQUEST_SPIN = 1e-3
+_POLL_IDLE = 1e-3
+_REQUEST_SPIN = 2e-3
+#: Polls in a row that find nothing before polling pauses for a second.
+_POLL_MISSES = 8
 #: The reliability timer never fires sooner than this after being armed (seconds).
 _MIN_TIMER = 0.001
 #: Acknowledge received data at the latest this long after it came (seconds).
@@ -940,7 +942,7 @@ class Session:
                     self._poll_misses = 0
                 else:
                     self._poll_misses += 1
-                    if self._poll_misses >= 4:
+                    if self._poll_misses >= _POLL_MISSES:
                         self._poll_misses = 0
                         self._poll_paused_until = self._loop.time() + 1.0
             msg = fut.result() if fut.done() else await fut
@@ -954,7 +956,7 @@ class Session:
     def _poll(self, ch: _Channel) -> bool:
         """Whether to busy-poll for this channel's answers: its QoS says ``consumption: poll``
         and polling has been paying off.  Polling only pays when the peer runs on another CPU;
-        when four polls in a row come back empty (the peer shares our CPU and cannot run while
+        when eight polls in a row come back empty (the peer shares our CPU and cannot run while
         we poll), polling pauses for a second."""
         return ch.qos.consumption == "poll" and self._loop.time() >= self._poll_paused_until
 
@@ -1036,8 +1038,11 @@ class Session:
                 continue
             control |= self._process_frames(data, pos, sender, addr, now)
         if reliable:
-            self._send_to_peers(self._links.acks_due(), None)
-            self._arm_reliability()
+            links = self._links
+            self._send_to_peers(links.acks_due(), None)
+            if links.gap_open:
+                links.gap_open = False
+                self._arm_reliability()
         if control or self._discovery.has_news:
             self._pump()
 

@@ -105,7 +105,7 @@ async def test_in_one_process_polling_cannot_pay_and_pauses(
     polling_pair: tuple[insane.Session, insane.Session],
 ) -> None:
     """The responder shares the requester's event loop: it cannot answer while the requester
-    polls, so polling pauses after four empty polls, and every request is still answered."""
+    polls, so polling pauses after eight empty polls, and every request is still answered."""
     a, b = polling_pair
 
     async def echo(msg: insane.Msg) -> None:
@@ -123,7 +123,7 @@ async def test_in_one_process_polling_cannot_pay_and_pauses(
     a._udp.spin = spin  # type: ignore[method-assign]
     for i in range(20):
         assert (await a.request("fast.echo", str(i).encode(), timeout=1)).data == str(i).encode()
-    assert spins == [False] * 4
+    assert spins == [False] * 8
 
 
 async def test_polling_pauses_when_replies_take_longer_than_its_budget(
@@ -132,12 +132,12 @@ async def test_polling_pauses_when_replies_take_longer_than_its_budget(
     a, b = polling_pair
 
     async def slow(msg: insane.Msg) -> None:
-        await asyncio.sleep(0.01)  # far beyond the 1 ms a request polls for
+        await asyncio.sleep(0.01)  # far beyond the 2 ms a request polls for
         await msg.respond(b"late")
 
     await b.subscribe("fast.slow", cb=slow)
     await a.flush()
-    for _ in range(4):
+    for _ in range(8):
         assert (await a.request("fast.slow", b"", timeout=1)).data == b"late"
-    assert a._poll_paused_until > asyncio.get_running_loop().time()  # four misses: paused
+    assert a._poll_paused_until > asyncio.get_running_loop().time()  # eight misses: paused
     assert (await a.request("fast.slow", b"", timeout=1)).data == b"late"  # still answered

@@ -67,7 +67,7 @@ class SendStream:
         self,
         max_bytes: int = 64 * 1024 * 1024,
         max_age: float = 10.0,
-        tail_delay: float = 0.005,
+        tail_delay: float = 0.01,
         tail_interval: float = 0.05,
         window: int = 4 * 1024 * 1024,
     ) -> None:
