@@ -10,6 +10,7 @@ Sections
   2. Network namespaces: several hosts on one machine
   3. A real nats-server (differential tests of the NATS facade)
   4. Faults on the wire: loss, duplication, reordering, delay between two hosts
+  5. Peer processes (tests/agent.py), stopped when the test ends
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from agentctl import AgentProcess
 from faults import FaultyLink, Injector
 from netns import Host, Lan, delete_namespaces, leftover_namespaces, require_privileges
 
@@ -157,3 +159,17 @@ def faulty_pair(
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Peer processes (tests/agent.py) started by a test, always stopped when it ends
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    """A list to append started ``AgentProcess`` objects to; each is stopped at the end."""
+    started: list[AgentProcess] = []
+    yield started
+    for a in started:
+        a.stop()

@@ -4,7 +4,6 @@ and by static peers, and pub/sub in both directions."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,14 +11,6 @@ from agentctl import AgentProcess
 from netns import Host, Lan
 
 pytestmark = pytest.mark.privileged
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for a in started:
-        a.stop()
 
 
 def start(

@@ -18,6 +18,19 @@ import insane
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def record_spins(session: insane.Session) -> list[bool]:
+    """Make the session's transport record what each poll (spin) returned."""
+    spins: list[bool] = []
+    real_spin = session._udp.spin
+
+    def spin(*args: Any, **kw: Any) -> bool:
+        spins.append(real_spin(*args, **kw))
+        return spins[-1]
+
+    session._udp.spin = spin  # type: ignore[method-assign]
+    return spins
+
+
 @pytest.fixture
 async def polling_pair() -> AsyncIterator[tuple[insane.Session, insane.Session]]:
     cfg = {
@@ -82,14 +95,7 @@ async def test_requests_on_a_poll_channel_are_answered_by_polling_across_process
         assert (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() == b"ready"
         cfg = {"domain": domain, "channels": {"fast.>": {"qos": ["poll"]}}}
         async with insane.connect(cfg, name="requester") as a:
-            spins: list[bool] = []
-            real_spin = a._udp.spin
-
-            def spin(*args: Any, **kw: Any) -> bool:
-                spins.append(real_spin(*args, **kw))
-                return spins[-1]
-
-            a._udp.spin = spin  # type: ignore[method-assign]
+            spins = record_spins(a)
             for i in range(200):
                 reply = await a.request("fast.echo", str(i).encode(), timeout=2)
                 assert reply.data == str(i).encode()
@@ -113,14 +119,7 @@ async def test_in_one_process_polling_cannot_pay_and_pauses(
 
     await b.subscribe("fast.echo", cb=echo)
     await a.flush()
-    spins: list[bool] = []
-    real_spin = a._udp.spin
-
-    def spin(*args: Any, **kw: Any) -> bool:
-        spins.append(real_spin(*args, **kw))
-        return spins[-1]
-
-    a._udp.spin = spin  # type: ignore[method-assign]
+    spins = record_spins(a)
     for i in range(20):
         assert (await a.request("fast.echo", str(i).encode(), timeout=1)).data == str(i).encode()
     assert spins == [False] * 8

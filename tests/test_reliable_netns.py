@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,14 +26,6 @@ CHANNELS = {
     "data.ordered": {"qos": ["reliable", "ordered"]},
     "data.be": {"qos": ["best_effort"]},
 }
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for a in started:
-        a.stop()
 
 
 def start(agents: list[AgentProcess], host: Host, name: str, domain: int) -> AgentProcess:
