@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -25,10 +26,11 @@ from insane import errors
 from insane.deadlines import Deadlines
 from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp
 from insane.host_registry import HostRegistry
+from insane.keys import load_keyring
 from insane.message import Msg, clean_headers
 from insane.metrics import STORE, Cell
 from insane.netif import multicast_interfaces
-from insane.protocol import wire
+from insane.protocol import security, wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn, FlowOut
 from insane.protocol.fragments import Fragmenter, Reassembler
@@ -158,6 +160,10 @@ class Session:
         self._out: dict[Any, OutQueue] = {}
         self._flows: dict[Address, FlowOut] = {}
         self._links = ReliableLinks(config.reliability)
+        keyring = load_keyring(config)  # (a ConfigError names the file and key)
+        encrypt = config.security.mode == "encrypt"
+        self._sealer = security.Sealer(keyring, encrypt) if keyring else None
+        self._opener = security.Opener(keyring, encrypt) if keyring else None
         self._rel_timer: asyncio.TimerHandle | None = None
         self._out_bytes = 0  # queued since the last flush
         # Fast paths for plain messages (no reply, headers or queue groups), rebuilt whenever
@@ -211,7 +217,11 @@ class Session:
         # into IP fragments, and with loss on the path incomplete fragment chains fill the
         # receiver's reassembly memory until every fragmented datagram is dropped.
         prefix = wire.HEADER_SIZE + wire.POSITION_FRAME_SIZE + wire.SEQ_FRAME_SIZE
-        self._max_body = self._udp.max_datagram - prefix - wire.FRAME_HEADER_SIZE
+        # Sealing (security.mode) adds its own prefix and tag to every datagram.
+        self._dgram_limit = self._udp.max_datagram - (
+            security.OVERHEAD if self._sealer is not None else 0
+        )
+        self._max_body = self._dgram_limit - prefix - wire.FRAME_HEADER_SIZE
         self._chunk = self._max_body - wire.FRAG_HEAD_SIZE
         # The request inbox is part of our interest from the first announcement on.
         self._router.add_local(LocalSub(0, f"{self.inbox_prefix}.*", "", self._on_reply))
@@ -261,6 +271,8 @@ class Session:
         if self._mcast is None:
             return
         data = self._header + wire.frame(wire.ANNOUNCE, self._discovery.announce_body(reply=True))
+        if self._sealer is not None:
+            data = self._sealer.seal(data)
         for iface in self._mcast.interfaces:
             multicast.send_beacon(
                 self._udp.socket, data, self._mcast.group, self._mcast.port, iface
@@ -628,7 +640,7 @@ class Session:
         q = self._out.get(addr)
         if q is None:
             q = self._out[addr] = OutQueue(
-                self._header, self._udp.max_datagram, self._flow(addr), addr=addr
+                self._header, self._dgram_limit, self._flow(addr), addr=addr
             )
         return q
 
@@ -642,7 +654,7 @@ class Session:
         if q is None or q.addr != peer.addr:
             q = self._out[key] = OutQueue(
                 self._header,
-                self._udp.max_datagram,
+                self._dgram_limit,
                 self._flow(peer.addr),
                 addr=peer.addr,
                 stream=self._links.send_stream(peer.peer_id, kind),
@@ -695,7 +707,7 @@ class Session:
                     reliable = True
                     if q.stream.full:
                         blocked = True
-        self._udp.send_batch(datagrams)
+        self._send_datagrams(datagrams)
         self._dgram_tx.value += len(datagrams)
         self._backpressure = blocked or self._udp.backlog_bytes > _BACKLOG_LIMIT
         if reliable and self._rel_timer is None:
@@ -807,7 +819,7 @@ class Session:
             try:
                 await asyncio.wait_for(self._room.wait(), _PROBE_INTERVAL)
             except TimeoutError:
-                self._udp.send_batch(
+                self._send_datagrams(
                     [(self._header + wire.position_frame(f.sent, ACK_NOW), a) for a, f in blocked]
                 )
 
@@ -980,7 +992,32 @@ class Session:
         for reason in self._reassembler.take_drops():
             self._drop(reason)
 
+    def _send_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """Hand datagrams to the transport, sealed first when ``security.mode`` says so."""
+        sealer = self._sealer
+        if sealer is not None:
+            datagrams = [(sealer.seal(d), a) for d, a in datagrams]
+        self._udp.send_batch(datagrams)
+
+    def _open(self, batch: list[tuple[bytes, Address]]) -> list[tuple[bytes, Address]]:
+        """Check and open sealed datagrams; what fails is counted by reason and dropped."""
+        opener = self._opener
+        assert opener is not None
+        now = time.time()
+        domain = self.domain
+        out = []
+        for data, addr in batch:
+            try:
+                if len(data) >= wire.HEADER_SIZE and wire.decode_header(data).domain != domain:
+                    raise wire.WireError("foreign_domain")
+                out.append((opener.open(data, now), addr))
+            except wire.WireError as exc:
+                self._drop(exc.reason)
+        return out
+
     def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
+        if self._opener is not None:
+            batch = self._open(batch)
         self._flush_due = True
         try:
             self._receive(batch)
@@ -1120,7 +1157,7 @@ class Session:
         elif ftype == wire.NACK:
             again, gap_frames = links.on_nack(sender, body, now)
             if again:
-                self._udp.send_batch([(d, addr) for d in again])
+                self._send_datagrams([(d, addr) for d in again])
             self._send_to_peers(gap_frames, addr)
         elif ftype == wire.TAIL:
             self._send_to_peers(links.on_tail(sender, body, now), addr)

@@ -392,6 +392,23 @@ class ReliabilityConfig(Section):
     stall_timeout: Seconds = 1.0
 
 
+class SecurityConfig(Section):
+    """Authentication and encryption of every datagram (protocol/security.py).  The key is
+    read from ``key_file`` or the environment variable named by ``key_env``, never written
+    in the YAML; it must hold at least 32 bytes (``head -c 32 /dev/urandom > key`` will do)."""
+
+    mode: Annotated[
+        Literal["none", "authenticate", "encrypt"],
+        BeforeValidator(_one_of(Literal["none", "authenticate", "encrypt"])),
+    ] = "none"
+    key_file: Annotated[str | None, _opt(_name)] = None
+    key_env: Annotated[str | None, _opt(_name)] = None
+    #: During a key rollover: the previous key, accepted until ``previous_key_until`` (Unix
+    #: time; none: until this file changes).
+    previous_key_file: Annotated[str | None, _opt(_name)] = None
+    previous_key_until: Annotated[float | None, _opt(_seconds)] = None
+
+
 class MetricsConfig(Section):
     port: Annotated[int | None, _opt(_int_in(0, 65535))] = None
     bind: IPAddress = "127.0.0.1"
@@ -421,6 +438,7 @@ class Config(Section):
     transports: TransportsConfig = TransportsConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     reliability: ReliabilityConfig = ReliabilityConfig()
+    security: SecurityConfig = SecurityConfig()
     metrics: MetricsConfig = MetricsConfig()
 
     _source: str = PrivateAttr(EMBEDDED_DEFAULT)
