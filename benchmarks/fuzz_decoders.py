@@ -102,35 +102,7 @@ def consume(data: bytes, opener: Opener) -> None:
         start, pos = pos + wire.FRAME_HEADER_SIZE, pos + wire.FRAME_HEADER_SIZE + length
         if pos > len(data):
             raise wire.WireError("truncated")
-        decode_body(ftype, data, start, pos)
-
-
-def decode_body(ftype: int, data: bytes, start: int, end: int) -> None:
-    """Decode one frame's body the way the session would."""
-    body = memoryview(data)[start:end]
-    head = start - wire.FRAME_HEADER_SIZE
-    if ftype == wire.MSG:
-        wire.decode_msg(data, start, end)
-    elif ftype == wire.FRAG:
-        wire.decode_frag(body)
-    elif ftype == wire.HEARTBEAT:
-        wire.decode_heartbeat(body)
-    elif ftype == wire.ANNOUNCE:
-        wire.decode_announce(body)
-    elif ftype == wire.INTEREST:
-        wire.decode_interest(body)
-    elif ftype == wire.WINDOW:
-        wire.decode_window(body)
-    elif ftype in (wire.ACK, wire.TAIL):
-        wire.decode_kind_number(body)
-    elif ftype == wire.NACK:
-        wire.decode_nack(body)
-    elif ftype == wire.GAP:
-        wire.decode_gap(body)
-    elif ftype == wire.POSITION:
-        wire.read_position(data, head)
-    elif ftype == wire.SEQ:
-        wire.read_seq(data, head)
+        wire.decode_body(ftype, data, start, pos)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,19 +93,8 @@ def test_bad_headers(data: bytes, reason: str) -> None:
 def _decode_everything(data: bytes) -> None:
     """What the session does with a datagram, minus the delivery."""
     wire.decode_header(data)
-    for ftype, _flags, body in wire.iter_frames(data):
-        if ftype == wire.MSG:
-            wire.decode_msg(body)
-        elif ftype == wire.INTEREST:
-            wire.decode_interest(body)
-        elif ftype == wire.HEARTBEAT:
-            wire.decode_heartbeat(body)
-        elif ftype == wire.ANNOUNCE:
-            wire.decode_announce(body)
-        elif ftype == wire.FRAG:
-            wire.decode_frag(body)
-        elif ftype in (wire.INTEREST_ACK,):
-            wire.decode_u32(body)
+    for ftype, _flags, start, end in wire.frame_spans(data):
+        wire.decode_body(ftype, data, start, end)
 
 
 @settings(max_examples=2000)

@@ -504,3 +504,38 @@ def decode_gap(body: memoryview | bytes) -> tuple[int, int, int]:
     if not 0 < start < end:
         raise WireError("malformed", "gap range")
     return kind, start, end
+
+
+# ---------------------------------------------------------------------------------------------
+# Any frame
+
+
+def decode_body(ftype: int, data: bytes, start: int, end: int) -> None:
+    """Decode the body ``data[start:end]`` of a frame of type ``ftype`` and throw the result
+    away: raises :class:`WireError` if it is malformed (for validation and fuzzing)."""
+    body = memoryview(data)[start:end]
+    head = start - FRAME_HEADER_SIZE
+    if ftype == MSG:
+        decode_msg(data, start, end)
+    elif ftype == FRAG:
+        decode_frag(body)
+    elif ftype == HEARTBEAT:
+        decode_heartbeat(body)
+    elif ftype == ANNOUNCE:
+        decode_announce(body)
+    elif ftype == INTEREST:
+        decode_interest(body)
+    elif ftype == INTEREST_ACK:
+        decode_u32(body)
+    elif ftype == WINDOW:
+        decode_window(body)
+    elif ftype in (ACK, TAIL):
+        decode_kind_number(body)
+    elif ftype == NACK:
+        decode_nack(body)
+    elif ftype == GAP:
+        decode_gap(body)
+    elif ftype == POSITION:
+        read_position(data, head)
+    elif ftype == SEQ:
+        read_seq(data, head)
