@@ -44,6 +44,7 @@ __all__ = [
     "NoServersError",
     "NotJSMessageError",
     "OutboundBufferLimitError",
+    "PermissionDeniedError",
     "ProtocolError",
     "SecureConnFailedError",
     "SecureConnRequiredError",
@@ -272,3 +273,8 @@ class MessagesLostError(Error):
 
     def __str__(self) -> str:
         return f"insane: {self.count} datagram(s) from {self.peer} lost for good ({self.detail})"
+
+
+class PermissionDeniedError(Error):
+    """This session's identity may not publish to that subject, or subscribe to that pattern
+    (``security.identities``: its ``publish`` and ``subscribe`` rules)."""

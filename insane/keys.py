@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
-from insane.protocol.security import MIN_KEY_BYTES, Keyring
+from insane.permissions import Permissions, Rules
+from insane.protocol.security import MIN_KEY_BYTES, Keyring, key_id
 from insane.qos import Config
 from insane.qos.config import ConfigError
 
@@ -35,11 +37,66 @@ def _check(config: Config, what: str, key: bytes, where: str) -> bytes:
     return key
 
 
+@dataclass(frozen=True)
+class Identities:
+    """With ``security.identities``: who each key belongs to, and what each may do."""
+
+    own: str
+    by_key: dict[bytes, str]
+    permissions: dict[str, Permissions]
+
+
+def _key_of(config: Config, where: str, key_file: str | None, key_env: str | None) -> bytes:
+    if key_file:
+        return _check(
+            config, f"{where}key_file", _read(config, f"{where}key_file", key_file), key_file
+        )
+    if key_env:
+        value = os.environ.get(key_env)
+        if value is None:
+            raise ConfigError(
+                f"{config.source}: security.{where}key_env: expected the environment variable "
+                f"{key_env} to hold the key, but it is not set"
+            )
+        return _check(config, f"{where}key_env", value.encode(), f"${key_env}")
+    raise ConfigError(
+        f"{config.source}: security.{where.rstrip('.') or 'key_file'}: expected key_file or "
+        f"key_env with mode {config.security.mode}"
+    )
+
+
+def load_identities(config: Config) -> tuple[Keyring, Identities] | None:
+    """The keys and permissions of ``security.identities`` (None when there are none)."""
+    sec = config.security
+    if sec.mode == "none" or not sec.identities:
+        return None
+    if sec.identity not in sec.identities:
+        raise ConfigError(
+            f"{config.source}: security.identity: expected one of "
+            f"{', '.join(sorted(sec.identities))}, got {sec.identity!r}"
+        )
+    keys: dict[str, bytes] = {}
+    perms: dict[str, Permissions] = {}
+    for name, ident in sec.identities.items():
+        keys[name] = _key_of(config, f"identities.{name}.", ident.key_file, ident.key_env)
+        perms[name] = Permissions(
+            Rules(ident.publish.allow, ident.publish.deny),
+            Rules(ident.subscribe.allow, ident.subscribe.deny),
+        )
+    own = sec.identity
+    others = [(k, float("inf")) for n, k in keys.items() if n != own]
+    ring = Keyring(keys[own], others)
+    return ring, Identities(own, {key_id(k): n for n, k in keys.items()}, perms)
+
+
 def load_keyring(config: Config) -> Keyring | None:
     """The keys ``config.security`` names, or None when ``mode`` is ``none``."""
     sec = config.security
     if sec.mode == "none":
         return None
+    with_identities = load_identities(config)
+    if with_identities is not None:
+        return with_identities[0]
     if sec.key_file:
         key = _check(config, "key_file", _read(config, "key_file", sec.key_file), sec.key_file)
     elif sec.key_env:

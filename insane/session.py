@@ -26,10 +26,11 @@ from insane import errors
 from insane.deadlines import Deadlines
 from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp
 from insane.host_registry import HostRegistry
-from insane.keys import load_keyring
+from insane.keys import load_identities, load_keyring
 from insane.message import Msg, clean_headers
 from insane.metrics import STORE, Cell
 from insane.netif import multicast_interfaces
+from insane.permissions import Permissions
 from insane.protocol import security, wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn, FlowOut
@@ -95,6 +96,8 @@ class _Channel:
     routed: set[int] = field(default_factory=set)
     #: The reliable stream its messages travel on (0: best effort; reliable_links).
     stream_kind: int = 0
+    #: This session's identity may publish here (security.identities).
+    may_publish: bool = True
 
     def __post_init__(self) -> None:
         self.stream_kind = stream_kind(self.qos)
@@ -160,7 +163,14 @@ class Session:
         self._out: dict[Any, OutQueue] = {}
         self._flows: dict[Address, FlowOut] = {}
         self._links = ReliableLinks(config.reliability)
-        keyring = load_keyring(config)  # (a ConfigError names the file and key)
+        with_identities = load_identities(config)  # (a ConfigError names the file and key)
+        keyring = with_identities[0] if with_identities else load_keyring(config)
+        self._identities = with_identities[1] if with_identities else None
+        self._own_perms: Permissions | None = (
+            self._identities.permissions[self._identities.own] if self._identities else None
+        )
+        # With identities: what each sender (peer id) may publish, learnt from its key.
+        self._sender_perms: dict[int, Permissions] = {}
         encrypt = config.security.mode == "encrypt"
         self._sealer = security.Sealer(keyring, encrypt) if keyring else None
         self._opener = security.Opener(keyring, encrypt) if keyring else None
@@ -432,6 +442,8 @@ class Session:
                 STORE.cell("insane_bytes_received", "udp", pattern),
                 STORE.cell("insane_messages_delivered", pattern),
             )
+            if self._own_perms is not None and not family:
+                ch.may_publish = self._own_perms.may_publish(subject)
         return ch
 
     async def publish(
@@ -517,6 +529,11 @@ class Session:
                 f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}"
             )
         ch = self._channels.get(subject) or self._channel(subject)
+        if not ch.may_publish:
+            raise errors.PermissionDeniedError(
+                f"identity {self._identities.own if self._identities else ''!r} may not publish "
+                f"to {subject!r}"
+            )
         payload = data if type(data) is bytes else bytes(data)
         plan = self._router.plan(subject)
         if plan.empty:
@@ -855,6 +872,11 @@ class Session:
             validate_pattern(subject)
         except SubjectError as exc:
             raise errors.BadSubjectError(str(exc)) from None
+        if self._own_perms is not None and not self._own_perms.may_subscribe(subject):
+            raise errors.PermissionDeniedError(
+                f"identity {self._identities.own if self._identities else ''!r} may not "
+                f"subscribe to {subject!r}"
+            )
         if queue and (len(queue.encode()) > 255 or any(c.isspace() for c in queue)):
             raise errors.BadSubjectError(f"invalid queue group name {queue!r}")
         sid = next(self._sids)
@@ -1010,9 +1032,17 @@ class Session:
             try:
                 if len(data) >= wire.HEADER_SIZE and wire.decode_header(data).domain != domain:
                     raise wire.WireError("foreign_domain")
-                out.append((opener.open(data, now), addr))
+                opened = opener.open(data, now)
             except wire.WireError as exc:
                 self._drop(exc.reason)
+                continue
+            ids = self._identities
+            if ids is not None:
+                who = ids.by_key.get(opener.last_kid)
+                if who is not None:
+                    sender = int.from_bytes(opened[8:16], "big")
+                    self._sender_perms[sender] = ids.permissions[who]
+            out.append((opened, addr))
         return out
 
     def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
@@ -1100,9 +1130,13 @@ class Session:
                 if not touched:
                     touched = True
                     disc.touch(sender, addr, now)
+                perms = self._sender_perms.get(sender) if self._sender_perms else None
                 for fast, payloads in items:
                     ch = fast.ch
                     n = len(payloads)
+                    if perms is not None and not perms.may_publish(fast.subject):
+                        self._drop("permission", n)  # its sender may not publish there
+                        continue
                     ch.recv_msgs.value += n
                     ch.recv_bytes.value += sum(map(len, payloads))
                     for run in fast.runners:
@@ -1125,7 +1159,7 @@ class Session:
                     if not touched:
                         touched = True
                         disc.touch(sender, addr, now)
-                    self._on_msg(data, start, pos)
+                    self._on_msg(data, start, pos, sender)
                 elif ftype == wire.FRAG:
                     if not touched:
                         touched = True
@@ -1223,8 +1257,14 @@ class Session:
         else:
             self._discovery.on_frame(sender, done.inner_type, done.body, addr, now)
 
-    def _on_msg(self, buf: bytes | memoryview, start: int = 0, end: int = -1) -> None:
+    def _on_msg(
+        self, buf: bytes | memoryview, start: int = 0, end: int = -1, sender: int = 0
+    ) -> None:
         subject, reply, headers, queues, payload = wire.decode_msg(buf, start, end)
+        if self._sender_perms:
+            perms = self._sender_perms.get(sender)
+            if perms is not None and not perms.may_publish(subject) and not reply_family(subject):
+                raise wire.WireError("permission", subject[:64])  # counted, dropped
         ch = self._channels.get(subject)
         if ch is None:
             try:

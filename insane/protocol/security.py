@@ -144,6 +144,8 @@ class Opener:
         self.keyring = keyring
         self.require_encryption = require_encryption
         self._windows: dict[int, _ReplayWindow] = {}
+        #: The key id of the last datagram opened (who sent it, with identities).
+        self.last_kid = b""
 
     def open(self, datagram: bytes, now: float = 0.0) -> bytes:
         if len(datagram) < HEADER_SIZE + OVERHEAD:
@@ -177,6 +179,7 @@ class Opener:
             window = self._windows[sender] = _ReplayWindow()
         if not window.check_and_mark(counter):
             raise WireError("replay", "counter already seen or too old")
+        self.last_kid = kid
         header = bytearray(datagram[:HEADER_SIZE])
         header[3] &= ~(FLAG_AUTHENTICATED | FLAG_ENCRYPTED) & 0xFF
         return bytes(header) + frames

@@ -392,6 +392,20 @@ class ReliabilityConfig(Section):
     stall_timeout: Seconds = 1.0
 
 
+class PermissionRules(Section):
+    allow: Annotated[tuple[Pattern, ...], BeforeValidator(_list)] = ()
+    deny: Annotated[tuple[Pattern, ...], BeforeValidator(_list)] = ()
+
+
+class IdentityConfig(Section):
+    """One identity of the domain: its key, and what it may publish and subscribe to."""
+
+    key_file: Annotated[str | None, _opt(_name)] = None
+    key_env: Annotated[str | None, _opt(_name)] = None
+    publish: PermissionRules = PermissionRules()
+    subscribe: PermissionRules = PermissionRules()
+
+
 class SecurityConfig(Section):
     """Authentication and encryption of every datagram (protocol/security.py).  The key is
     read from ``key_file`` or the environment variable named by ``key_env``, never written
@@ -407,6 +421,11 @@ class SecurityConfig(Section):
     #: time; none: until this file changes).
     previous_key_file: Annotated[str | None, _opt(_name)] = None
     previous_key_until: Annotated[float | None, _opt(_seconds)] = None
+    #: Identities with their own keys and permissions; ``identity`` names this session's.
+    #: With them, each session seals with its identity's key, and a receiver knows from the
+    #: key who sent a datagram, and drops what that identity may not publish.
+    identity: Annotated[str | None, _opt(_name)] = None
+    identities: dict[str, IdentityConfig] = {}
 
 
 class MetricsConfig(Section):
