@@ -72,8 +72,10 @@ class Discovery:
         heartbeat_interval: float = 0.5,
         peer_timeout: float = 2.5,
         retransmit: float = 0.1,
+        max_peers: int = 1024,
     ) -> None:
         self.peer_id = peer_id
+        self.max_peers = max_peers
         self.name = name
         self.transports = transports
         self.heartbeat_interval = heartbeat_interval
@@ -155,6 +157,7 @@ class Discovery:
             self._reannounce(addr, now)
             if ftype != wire.INTEREST:
                 return
+            self._admit()
             peer = self._add_peer(sender, addr, now, {})
         peer.last_seen = now
         peer.addr = addr
@@ -202,6 +205,8 @@ class Discovery:
 
     def _on_announce(self, sender: int, info: dict[str, Any], addr: Address, now: float) -> None:
         reply = info.get("reply") is True
+        if sender not in self.peers:
+            self._admit()
         if reply:
             # Answer first, so our announcement precedes our interest on the wire.
             self._out.append((addr, wire.ANNOUNCE, self.announce_body(reply=False)))
@@ -227,6 +232,11 @@ class Discovery:
         transports = info.get("transports")
         if isinstance(transports, list):
             peer.transports = tuple(t for t in transports if isinstance(t, str))[:8]
+
+    def _admit(self) -> None:
+        """Refuse a new peer beyond ``max_peers`` (a WireError: counted and dropped)."""
+        if len(self.peers) >= self.max_peers:
+            raise wire.WireError("too_many_peers", f"already {len(self.peers)} peers")
 
     def _add_peer(self, sender: int, addr: Address, now: float, info: dict[str, Any]) -> Peer:
         """A new peer: record it and tell it what we subscribe to."""

@@ -144,6 +144,7 @@ class Session:
             transports=("udp",),
             heartbeat_interval=disc.heartbeat_interval,
             peer_timeout=disc.peer_timeout,
+            max_peers=config.limits.max_peers,
         )
         self._fragmenter = Fragmenter()
         self._reassembler = Reassembler(max_message=self.max_payload + 65536)
@@ -876,6 +877,11 @@ class Session:
             raise errors.PermissionDeniedError(
                 f"identity {self._identities.own if self._identities else ''!r} may not "
                 f"subscribe to {subject!r}"
+            )
+        if len(self._subs) >= self.config.limits.max_subscriptions:
+            raise errors.Error(
+                f"insane: limits.max_subscriptions ({self.config.limits.max_subscriptions}) "
+                "reached: unsubscribe first, or raise the limit"
             )
         if queue and (len(queue.encode()) > 255 or any(c.isspace() for c in queue)):
             raise errors.BadSubjectError(f"invalid queue group name {queue!r}")

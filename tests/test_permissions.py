@@ -93,3 +93,21 @@ async def test_an_unknown_identity_name_fails_at_connect(tmp_path: Path) -> None
     cfg["security"]["identity"] = "nobody"
     with pytest.raises(insane.ConfigError, match=r"security\.identity: expected one of"):
         await insane.connect(cfg)
+
+
+async def test_limits_on_subscriptions_and_peers() -> None:
+    domain = random.randrange(1, 2**32)
+    cfg: dict[str, Any] = {"domain": domain, "limits": {"max_subscriptions": 3, "max_peers": 1}}
+    async with insane.connect(cfg, name="small") as s:
+        for i in range(3):
+            await s.subscribe(f"x.{i}")
+        with pytest.raises(insane.errors.Error, match="max_subscriptions"):
+            await s.subscribe("x.3")
+        before = STORE.total("insane_dropped", reason="too_many_peers")
+        async with (
+            insane.connect({"domain": domain}, name="first") as _first,
+            insane.connect({"domain": domain}, name="second") as _second,
+        ):
+            await asyncio.sleep(0.5)
+            assert len(s.peers) == 1  # the second is refused, and it is counted
+            assert STORE.total("insane_dropped", reason="too_many_peers") > before

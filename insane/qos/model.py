@@ -428,6 +428,15 @@ class SecurityConfig(Section):
     identities: dict[str, IdentityConfig] = {}
 
 
+class LimitsConfig(Section):
+    """Bounds on what a session holds, so that no peer or application can make it grow
+    without end; reaching one is a clear error (or, for what the network sends, a drop that
+    is counted)."""
+
+    max_subscriptions: Annotated[int, BeforeValidator(_int_in(1, 2**31))] = 65536
+    max_peers: Annotated[int, BeforeValidator(_int_in(1, 2**31))] = 1024
+
+
 class MetricsConfig(Section):
     port: Annotated[int | None, _opt(_int_in(0, 65535))] = None
     bind: IPAddress = "127.0.0.1"
@@ -458,6 +467,7 @@ class Config(Section):
     discovery: DiscoveryConfig = DiscoveryConfig()
     reliability: ReliabilityConfig = ReliabilityConfig()
     security: SecurityConfig = SecurityConfig()
+    limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig = MetricsConfig()
 
     _source: str = PrivateAttr(EMBEDDED_DEFAULT)
