@@ -64,11 +64,11 @@ class ReliableLinks:
             s = self.tx[key] = SendStream(c.retransmit_bytes, c.retransmit_age)
         return s
 
-    def on_ack(self, sender: int, body: memoryview, now: float) -> bool:
+    def on_ack(self, sender: int, body: memoryview) -> bool:
         """Apply an ACK; True when it made room in a full stream."""
         kind, next_expected = wire.decode_kind_number(body)
         s = self.tx.get((sender, kind))
-        return s is not None and s.on_ack(next_expected, now)
+        return s is not None and s.on_ack(next_expected)
 
     def on_nack(self, sender: int, body: memoryview, now: float) -> tuple[list[bytes], list[Frame]]:
         """Datagrams to send ``sender`` again, and GAP frames for what is gone."""

@@ -591,9 +591,7 @@ class Session:
             if peer is None:
                 return
             if peer_id not in ch.routed:
-                ch.routed.add(peer_id)
-                if (ch.pattern, peer_id) not in self._routes_logged:
-                    self._note_route(ch, peer)
+                self._note_route(ch, peer)
             queues.append(self._dest_queue(peer, ch))
         # Room left for the payload in one frame, with the longest reply subject we send.
         room = self._max_body - wire.MSG_HEAD_SIZE - len(subject.encode()) - _REPLY_ROOM
@@ -615,9 +613,7 @@ class Session:
         if peer is None:
             return
         if peer_id not in ch.routed:
-            ch.routed.add(peer_id)
-            if (ch.pattern, peer_id) not in self._routes_logged:
-                self._note_route(ch, peer)
+            self._note_route(ch, peer)
         if self._skip_full:
             flow = self._flows.get(peer.addr)
             if flow is not None and flow.blocked:
@@ -628,8 +624,11 @@ class Session:
         ch.sent_bytes.value += size
 
     def _note_route(self, ch: _Channel, peer: Peer) -> None:
-        """Ask the policy which transport this channel uses toward this peer; log and count a
-        fallback once per (channel, peer)."""
+        """The first message of a channel to a peer: ask the policy which transport it uses;
+        log and count a fallback once per (channel pattern, peer)."""
+        ch.routed.add(peer.peer_id)
+        if (ch.pattern, peer.peer_id) in self._routes_logged:
+            return
         self._routes_logged.add((ch.pattern, peer.peer_id))
         route = choose_route(ch.qos, self._capabilities, peer.transports)
         if route.fallback:
@@ -716,7 +715,7 @@ class Session:
                 addr = q.addr
                 fin = flow_in.get(addr)
                 if fin is not None and fin.unacked:  # acknowledgements ride along
-                    q.add(self._window_frame(fin))
+                    q.add(wire.frame(wire.WINDOW, self._window_body(fin)))
                 for d in q.take():
                     datagrams.append((d, addr))
                 if q.flow.blocked:
@@ -733,9 +732,8 @@ class Session:
 
     # ------------------------------------------------------------------ flow control
 
-    def _window_frame(self, fin: FlowIn) -> bytes:
-        body = wire.window_body(fin.take_ack(), self._window)
-        return wire.FRAME_HEADER.pack(wire.WINDOW, 0, len(body)) + body
+    def _window_body(self, fin: FlowIn) -> bytes:
+        return wire.window_body(fin.take_ack(), self._window)
 
     def _on_position_frame(self, data: bytes, addr: Address) -> None:
         try:
@@ -764,8 +762,7 @@ class Session:
         for addr in self._acks_now:
             fin = self._flow_in.get(addr)
             if fin is not None:
-                self._queue(addr).add(self._window_frame(fin))
-                self._out_bytes += 1
+                self._send_frame(addr, wire.WINDOW, self._window_body(fin))
         self._acks_now.clear()
 
     def _ack_all(self) -> None:
@@ -773,21 +770,16 @@ class Session:
         self._ack_timer = None
         for addr, fin in self._flow_in.items():
             if fin.unacked:
-                self._queue(addr).add(self._window_frame(fin))
-                self._out_bytes += 1
+                self._send_frame(addr, wire.WINDOW, self._window_body(fin))
         self._flush()
 
     def _on_window(self, addr: Address, body: memoryview) -> None:
         acked, window = wire.decode_window(body)
         f = self._flows.get(addr)
-        if f is not None:
-            before = f.acked
-            if f.on_window(acked, window):
-                self._room.set()
-            if f.acked != before:
-                f.progress = self._loop.time()
+        if f is not None and f.on_window(acked, window):
+            self._room.set()
 
-    def _last_heard(self, now: float) -> dict[Address, float]:
+    def _last_heard(self) -> dict[Address, float]:
         """When each peer's address was last heard from (any datagram)."""
         heard: dict[Address, float] = {}
         for p in self._discovery.peers.values():
@@ -812,19 +804,17 @@ class Session:
             # a live one, however slow, acknowledges or at least sends heartbeats) is not
             # waited for.  Discovery drops a gone peer a little later.
             now = self._loop.time()
-            heard = self._last_heard(now)
-            blocked = [
-                (addr, f)
-                for addr, f in self._flows.items()
-                if f.blocked and now - max(heard.get(addr, 0.0), started) < stall
-            ]
+            heard = self._last_heard()
+
+            def alive(addr: Address, now: float = now, heard: dict[Address, float] = heard) -> bool:
+                return now - max(heard.get(addr, 0.0), started) < stall
+
+            blocked = [addr for addr, f in self._flows.items() if f.blocked and alive(addr)]
             # A reliable stream whose retransmit buffer is nearly full of unacknowledged data
             # waits for acknowledgements too (rather than evict what may still be asked for).
             peers = self._discovery.peers
             streams_full = any(
-                s.full
-                and (p := peers.get(peer_id)) is not None
-                and now - max(heard.get(p.addr, 0.0), started) < stall
+                s.full and (p := peers.get(peer_id)) is not None and alive(p.addr)
                 for (peer_id, _kind), s in self._links.tx.items()
             )
             if not blocked and not streams_full:
@@ -837,9 +827,7 @@ class Session:
             try:
                 await asyncio.wait_for(self._room.wait(), _PROBE_INTERVAL)
             except TimeoutError:
-                self._send_datagrams(
-                    [(self._header + wire.position_frame(f.sent, ACK_NOW), a) for a, f in blocked]
-                )
+                self._send_datagrams([(self._queue(a).probe(), a) for a in blocked])
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Hand everything queued to the network and make sure every live peer knows our
@@ -1192,7 +1180,7 @@ class Session:
     ) -> None:
         links = self._links
         if ftype == wire.ACK:
-            if links.on_ack(sender, body, now):
+            if links.on_ack(sender, body):
                 self._room.set()
         elif ftype == wire.NACK:
             again, gap_frames = links.on_nack(sender, body, now)
@@ -1342,6 +1330,7 @@ class Session:
         fin = self._flow_in.get(peer.addr)
         if fin is not None and fin.source == peer.peer_id:
             del self._flow_in[peer.addr]
+        self._sender_perms.pop(peer.peer_id, None)
 
     # ================================================================== introspection
 

@@ -33,14 +33,12 @@ ACK_NOW = 0x01
 class FlowOut:
     """The sending side toward one destination."""
 
-    __slots__ = ("acked", "progress", "sent", "window")
+    __slots__ = ("acked", "sent", "window")
 
     def __init__(self, window: int = DEFAULT_WINDOW) -> None:
         self.sent = 0
         self.acked = 0
         self.window = window
-        #: When the receiver last acknowledged something new (the session's clock).
-        self.progress = 0.0
 
     def advance(self, datagram_len: int) -> int:
         """Count one datagram; returns the position to write in its POSITION frame."""

@@ -82,7 +82,6 @@ class SendStream:
         self._kept_bytes = 0
         self._last_send = 0.0
         self._last_tail = -1e9
-        self.progress = 0.0  # when an acknowledgement last moved ``acked``
         #: A datagram is not sent again sooner than this after its last retransmission (a
         #: NACK repeated while the first retransmission is still on its way).
         self.resend_guard = 0.01
@@ -131,7 +130,7 @@ class SendStream:
         kept = self._kept_bytes
         return self.max_bytes > 0 and (kept >= self.window or kept * 4 >= self.max_bytes * 3)
 
-    def on_ack(self, next_expected: int, now: float = 0.0) -> bool:
+    def on_ack(self, next_expected: int) -> bool:
         """The receiver has every datagram below ``next_expected``.  True when that took the
         stream out of :attr:`full`."""
         next_expected = min(next_expected, self.next_seq)
@@ -139,7 +138,6 @@ class SendStream:
             return False
         was_full = self.full
         self.acked = next_expected
-        self.progress = now
         kept = self._kept
         while kept and kept[0][0] < next_expected:
             self._kept_bytes -= len(kept.popleft()[1])

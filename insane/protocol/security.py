@@ -183,6 +183,3 @@ class Opener:
         header = bytearray(datagram[:HEADER_SIZE])
         header[3] &= ~(FLAG_AUTHENTICATED | FLAG_ENCRYPTED) & 0xFF
         return bytes(header) + frames
-
-    def forget(self, sender: int) -> None:
-        self._windows.pop(sender, None)
