@@ -59,7 +59,15 @@ class InterestChanged:
     peer: Peer
 
 
-Event = PeerUp | PeerDown | InterestChanged
+@dataclass(frozen=True)
+class RttMeasured:
+    """A heartbeat echo came back: one round-trip time sample, in seconds."""
+
+    peer: Peer
+    rtt: float
+
+
+Event = PeerUp | PeerDown | InterestChanged | RttMeasured
 
 
 class Discovery:
@@ -170,6 +178,7 @@ class Discovery:
                 rtt = (int(now * 1e9) - echo_ns - hold_ns) / 1e9
                 if 0 <= rtt < 60:
                     peer.rtt = rtt
+                    self._events.append(RttMeasured(peer, rtt))
             if peer.interest_version < peer.advertised_version:
                 self._out.append((addr, wire.INTEREST_REQ, b""))
         elif ftype == wire.INTEREST:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from insane import errors
+from insane import errors, metrics, metrics_http
 from insane.deadlines import Deadlines
-from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp
+from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp, RttMeasured
 from insane.host_registry import HostRegistry
 from insane.keys import load_identities, load_keyring
 from insane.message import Msg, clean_headers
@@ -62,6 +62,7 @@ _FLUSH_BYTES = 256 * 1024
 #: Make publishers wait while this much is queued in user space because the kernel pushed back.
 _BACKLOG_LIMIT = 8 * 1024 * 1024
 _CACHE_LIMIT = 8192
+RTT = "insane_peer_rtt_seconds"
 #: consumption: poll: keep reading the socket this long after the last datagram (seconds),
 #: and wait for a request's reply this long before falling back to the event loop.
 _POLL_IDLE = 1e-3
@@ -210,13 +211,17 @@ class Session:
         self._poll_misses = 0
         self._poll_paused_until = 0.0
         self._capabilities: dict[str, TransportCapability] = {}
-        self._routes_logged: set[tuple[str, int]] = set()
+        #: (channel pattern, peer id) -> its insane_route_info labels, held while in use
+        self._routes: dict[tuple[str, int], tuple[str, str, str]] = {}
+        self.metrics_port: int | None = None
         self._closed = False
         self._draining = False
         self.error_cb: Callable[[Exception], Any] | None = None
         self._dropped: dict[str, Cell] = {}
         self._dgram_tx = STORE.cell("insane_datagrams_sent", "udp")
         self._dgram_rx = STORE.cell("insane_datagrams_received", "udp")
+        self._batch_tx = STORE.cell("insane_batches_sent", "udp")
+        self._batch_rx = STORE.cell("insane_batches_received", "udp")
 
     # ================================================================== lifecycle
 
@@ -255,17 +260,29 @@ class Session:
                 self._mcast = multicast.MulticastListener(mc.group, mc.port, ifaces)
                 await self._mcast.start(self._on_datagrams)
                 multicast.configure_sender(self._udp.socket, mc.ttl)
-        if self.config.metrics.port is not None:
-            from insane.metrics import serve
-
-            serve(self.config.metrics.bind, self.config.metrics.port)
-        STORE.add_gauge_source("insane_peers_alive", self._peer_count)
+        self._start_metrics()
         expected = self._announce_all()
         self._ticker = self._loop.create_task(self._tick_loop())
         await self._settle(expected)
 
+    def _start_metrics(self) -> None:
+        metrics.init_transport("udp")
+        for name, cap in self._capabilities.items():
+            STORE.set_gauge("insane_transport_available", (name,), float(cap.available))
+        metrics.set_build_info()
+        STORE.add_gauge_source("insane_peers_alive", self._peer_count)
+        STORE.add_gauge_source("insane_sessions", self._open_count)
+        m = self.config.metrics
+        if m.port is not None:
+            self.metrics_port = metrics_http.serve(m.bind, m.port, m.port_span)
+            if m.targets_dir is not None:
+                metrics_http.write_target(m.targets_dir, m.bind, self.metrics_port)
+
     def _peer_count(self) -> float:
         return float(len(self._discovery.peers))
+
+    def _open_count(self) -> float:
+        return 0.0 if self._closed else 1.0
 
     def _announce_all(self) -> set[Address]:
         """Announce to every peer we can name; return the addresses we expect answers from."""
@@ -383,6 +400,11 @@ class Session:
         if self._registry is not None:
             self._registry.unregister()
         STORE.remove_gauge_source("insane_peers_alive", self._peer_count)
+        STORE.remove_gauge_source("insane_sessions", self._open_count)
+        for key in list(self._routes):
+            self._forget_route(key)
+        for peer in self._discovery.peers.values():
+            STORE.forget_histogram(RTT, "udp", metrics.peer_label(peer.name, peer.peer_id))
         if self._mcast is not None:
             await self._mcast.close()
         await self._udp.close()
@@ -627,10 +649,12 @@ class Session:
         """The first message of a channel to a peer: ask the policy which transport it uses;
         log and count a fallback once per (channel pattern, peer)."""
         ch.routed.add(peer.peer_id)
-        if (ch.pattern, peer.peer_id) in self._routes_logged:
+        if (ch.pattern, peer.peer_id) in self._routes:
             return
-        self._routes_logged.add((ch.pattern, peer.peer_id))
         route = choose_route(ch.qos, self._capabilities, peer.transports)
+        labels = (ch.pattern, metrics.peer_label(peer.name, peer.peer_id), route.transport)
+        self._routes[(ch.pattern, peer.peer_id)] = labels
+        STORE.hold("insane_route_info", labels)
         if route.fallback:
             reason = route.reasons[0] if route.reasons else "unavailable"
             log.info(
@@ -645,6 +669,11 @@ class Session:
             STORE.cell(
                 "insane_policy_fallbacks", ch.pattern, route.wanted, route.transport, short
             ).value += 1
+
+    def _forget_route(self, key: tuple[str, int]) -> None:
+        labels = self._routes.pop(key, None)
+        if labels is not None:
+            STORE.release("insane_route_info", labels)
 
     def _flow(self, addr: Address) -> FlowOut:
         f = self._flows.get(addr)
@@ -725,7 +754,9 @@ class Session:
                     if q.stream.full:
                         blocked = True
         self._send_datagrams(datagrams)
-        self._dgram_tx.value += len(datagrams)
+        if datagrams:
+            self._dgram_tx.value += len(datagrams)
+            self._batch_tx.value += 1
         self._backpressure = blocked or self._udp.backlog_bytes > _BACKLOG_LIMIT
         if reliable and self._rel_timer is None:
             self._arm_reliability()  # a TAIL follows if the stream goes quiet unacknowledged
@@ -1052,6 +1083,7 @@ class Session:
     def _receive(self, batch: list[tuple[bytes, Address]]) -> None:
         now = self._loop.time()
         self._dgram_rx.value += len(batch)
+        self._batch_rx.value += 1
         domain = self.domain
         me = self.peer_id
         control = False
@@ -1301,11 +1333,18 @@ class Session:
                 log.info(
                     "peer up: %s (%016x) at %s:%d", ev.peer.name, ev.peer.peer_id, *ev.peer.addr
                 )
+            elif isinstance(ev, RttMeasured):
+                label = metrics.peer_label(ev.peer.name, ev.peer.peer_id)
+                STORE.histogram(RTT, "udp", label).observe(ev.rtt)
             elif isinstance(ev, PeerDown):
                 log.info("peer down (%s): %s (%016x)", ev.reason, ev.peer.name, ev.peer.peer_id)
                 self._router.drop_remote(ev.peer.peer_id)
                 self._reassembler.forget_sender(ev.peer.peer_id)
-                self._routes_logged = {k for k in self._routes_logged if k[1] != ev.peer.peer_id}
+                for key in [k for k in self._routes if k[1] == ev.peer.peer_id]:
+                    self._forget_route(key)
+                STORE.forget_histogram(
+                    RTT, "udp", metrics.peer_label(ev.peer.name, ev.peer.peer_id)
+                )
                 for ch in self._channels.values():
                     ch.routed.discard(ev.peer.peer_id)
                 self._forget_flow(ev.peer)

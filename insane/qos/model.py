@@ -438,8 +438,14 @@ class LimitsConfig(Section):
 
 
 class MetricsConfig(Section):
+    """Prometheus exposition (insane/metrics_http.py). Off unless ``port`` is set. Each process
+    takes the first free port of ``port .. port + port_span - 1``; with ``targets_dir`` it also
+    writes a Prometheus file_sd target file there."""
+
     port: Annotated[int | None, _opt(_int_in(0, 65535))] = None
     bind: IPAddress = "127.0.0.1"
+    port_span: Annotated[int, BeforeValidator(_int_in(1, 1024))] = 16
+    targets_dir: Annotated[str | None, _opt(_name)] = None
 
 
 class _QoSCache:

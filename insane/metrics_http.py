@@ -1,0 +1,111 @@
+"""Serving this process's metrics over HTTP, one port per process, and telling Prometheus.
+
+Several processes on one host share one ``metrics:`` section: each takes the first free port
+of ``port .. port + port_span - 1`` (9464-9479 by default), so one Prometheus scrape config
+covers them all. With ``targets_dir`` set, each process also writes a Prometheus file-based
+service discovery file there (``insane-<pid>.json``), removed at exit; files of processes that
+are gone (killed) are pruned by the next process that writes one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import json
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import start_http_server
+
+log = logging.getLogger("insane.metrics")
+
+
+class MetricsPortError(OSError):
+    """No port of the configured range was free."""
+
+
+_servers: dict[tuple[str, int], Any] = {}  # (bind, port) -> the running server
+_targets: set[Path] = set()
+_lock = threading.Lock()
+
+
+def serve(bind: str, port: int, span: int = 1) -> int:
+    """Serve the metrics on ``bind`` at the first free port from ``port``; return the port.
+
+    Sessions of one process share a server when one already runs on ``bind`` within the range
+    (``port`` 0: any port). Every session of a process exposes the same, process-wide table."""
+    with _lock:
+        last = port if port == 0 else min(port + max(span, 1) - 1, 65535)
+        for b, p in _servers:
+            if b == bind and (port == 0 or port <= p <= last):
+                return p
+        for candidate in range(port, last + 1):
+            try:
+                server, _thread = start_http_server(candidate, addr=bind)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            bound = int(server.server_address[1])
+            _servers[(bind, bound)] = server
+            log.info("metrics on http://%s:%d/metrics", bind, bound)
+            return bound
+        raise MetricsPortError(
+            errno.EADDRINUSE,
+            f"metrics.port: every port from {port} to {last} on {bind} is in use "
+            "(raise metrics.port_span, or pick another metrics.port)",
+        )
+
+
+def target_address(bind: str, port: int) -> str:
+    """How Prometheus reaches ``bind:port``: a wildcard bind is reached by the host's name."""
+    host = socket.getfqdn() if bind in ("0.0.0.0", "::") else bind
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def write_target(directory: str, bind: str, port: int) -> Path:
+    """Write (atomically) this process's file_sd target file; prune those of dead processes."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    _prune(d)
+    path = d / f"insane-{os.getpid()}.json"
+    labels = {"insane_pid": str(os.getpid())}
+    body = json.dumps([{"targets": [target_address(bind, port)], "labels": labels}])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(body + "\n")
+    tmp.replace(path)
+    with _lock:
+        if not _targets:
+            atexit.register(_remove_targets)
+        _targets.add(path)
+    return path
+
+
+def _prune(d: Path) -> None:
+    for f in d.glob("insane-*.json"):
+        try:
+            pid = int(f.stem.removeprefix("insane-"))
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            f.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_targets() -> None:
+    for path in list(_targets):
+        path.unlink(missing_ok=True)
+    _targets.clear()
