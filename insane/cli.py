@@ -1,4 +1,4 @@
-"""The ``insane`` command: doctor, qos explain, pub and sub."""
+"""The ``insane`` command: doctor, qos explain, pub, sub and top."""
 
 from __future__ import annotations
 
@@ -83,6 +83,33 @@ async def _sub(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from insane import top
+
+    urls = list(args.url)
+    if not urls:
+        m = load_config(args.config).metrics
+        if m.port is None or m.port == 0:
+            print(
+                "insane top: give a metrics URL, or a config whose metrics.port is set",
+                file=sys.stderr,
+            )
+            return 2
+        urls = top.find_endpoints(m.bind, m.port, m.port_span)
+        if not urls:
+            last = m.port + m.port_span - 1
+            print(f"insane top: no INSANE metrics on {m.bind}:{m.port}-{last}", file=sys.stderr)
+            return 1
+    urls = [u if "/" in u.split("://", 1)[-1] else u.rstrip("/") + "/metrics" for u in urls]
+    urls = [u if "://" in u else "http://" + u for u in urls]
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    return top.run(urls, args.interval, args.once, write)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="insane", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the session does")
@@ -132,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--echo", action="store_true", help="answer requests with their own payload")
     p.add_argument("--name")
     p.set_defaults(func=lambda a: asyncio.run(_sub(a)))
+
+    p = sub.add_parser("top", help="live view of running sessions, from their metrics")
+    _config_arg(p)
+    p.add_argument(
+        "url",
+        nargs="*",
+        help="metrics endpoints (host:port or URL); default: every INSANE process answering "
+        "in the config's metrics port range",
+    )
+    p.add_argument("-i", "--interval", type=float, default=1.0, help="seconds between scrapes")
+    p.add_argument("--once", action="store_true", help="print one view (two scrapes) and exit")
+    p.set_defaults(func=cmd_top)
     return parser
 
 

@@ -6,8 +6,8 @@ metrics, then pong stopped. Run from anywhere:
                                                      # nats-server, for comparison
     python examples/tutorial/run.py --size 1024 --count 20000
 
-The INSANE processes get ``INSANE_CONFIG`` pointing at ``insane/insane.yaml`` (pong, which
-serves the metrics) and ``insane/ping.yaml`` (ping, the same channels without a metrics port).
+Both INSANE processes get ``INSANE_CONFIG`` pointing at ``insane/insane.yaml``; each serves
+its metrics on the first free port of 9464-9479 (pong, started first, normally on 9464).
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-METRICS_PORT = 9464
+METRICS_PORTS = range(9464, 9480)  # insane.yaml: metrics.port and port_span
 
 
 def port_free(port: int) -> bool:
@@ -73,32 +72,49 @@ def stop(proc: subprocess.Popen[str]) -> None:
             print(rest, end="", flush=True)
 
 
+def metrics_ports() -> set[int]:
+    """Ports of METRICS_PORTS where an INSANE process serves its metrics now."""
+    found = set()
+    for port in METRICS_PORTS:
+        if port_free(port):
+            continue
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                if b"insane_build_info" in r.read():
+                    found.add(port)
+        except OSError:
+            pass
+    return found
+
+
 def run_pair(
     kind: str,
     servers: str,
     rest: list[str],
-    env_pong: dict[str, str],
-    env_ping: dict[str, str],
-    metrics_port: int | None = None,
+    env: dict[str, str],
+    with_metrics: bool = False,
 ) -> int:
-    """pong.py in the background, ping.py to its end, the metrics, then pong stopped."""
+    """pong.py in the background, ping.py to its end, pong's metrics, then pong stopped."""
     script_dir = HERE / kind
+    before = metrics_ports() if with_metrics else set()
     pong = subprocess.Popen(
         [sys.executable, str(script_dir / "pong.py"), "--servers", servers],
         stdout=subprocess.PIPE,
         text=True,
-        env=env_pong,
+        env=env,
         cwd=REPO,
     )
     try:
         wait_line(pong, r"^pong: ready", 20)
+        # pong's port: the one that started answering when pong came up
+        pong_ports = sorted(metrics_ports() - before) if with_metrics else []
         rc = subprocess.call(
             [sys.executable, str(script_dir / "ping.py"), "--servers", servers, *rest],
-            env=env_ping,
+            env=env,
             cwd=REPO,
         )
-        if metrics_port is not None and rc == 0:
-            show_metrics(metrics_port)
+        if pong_ports and rc == 0:
+            show_metrics(pong_ports[0])
         return rc
     finally:
         stop(pong)
@@ -137,30 +153,17 @@ def run_nats(args: argparse.Namespace, base_env: dict[str, str]) -> int:
                 raise SystemExit("run: nats-server did not start")
             time.sleep(0.05)
         print(f"run: NATS version: nats-py through nats-server on 127.0.0.1:{port}", flush=True)
-        return run_pair("nats", f"nats://127.0.0.1:{port}", args.rest, base_env, base_env)
+        return run_pair("nats", f"nats://127.0.0.1:{port}", args.rest, base_env)
     finally:
         server.terminate()
         server.wait(5)
 
 
 def run_insane(args: argparse.Namespace, base_env: dict[str, str]) -> int:
-    pong_cfg = HERE / "insane" / "insane.yaml"
-    port = METRICS_PORT
-    tmp = None
-    if not port_free(METRICS_PORT):  # someone else has it: the same file with another port
-        port = free_port()
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
-            tmp.write(pong_cfg.read_text().replace(f"port: {METRICS_PORT}", f"port: {port}"))
-        pong_cfg = Path(tmp.name)
     print("run: INSANE version: the same scripts with `import compat.nats as nats`", flush=True)
-    env_pong = {**base_env, "INSANE_CONFIG": str(pong_cfg)}
-    env_ping = {**base_env, "INSANE_CONFIG": str(HERE / "insane" / "ping.yaml")}
-    try:
-        # The servers URL is ignored by compat.nats: nothing listens there.
-        return run_pair("insane", "nats://127.0.0.1:4222", args.rest, env_pong, env_ping, port)
-    finally:
-        if tmp is not None:
-            os.unlink(tmp.name)
+    env = {**base_env, "INSANE_CONFIG": str(HERE / "insane" / "insane.yaml")}
+    # The servers URL is ignored by compat.nats: nothing listens there.
+    return run_pair("insane", "nats://127.0.0.1:4222", args.rest, env, with_metrics=True)
 
 
 def main() -> int:
