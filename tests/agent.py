@@ -54,6 +54,7 @@ class Agent:
         self.subs: dict[str, insane.Subscription] = {}
         self.errors: list[str] = []
         self.streams: dict[str, dict[str, Any]] = {}
+        self.pacers: list[asyncio.Future[None]] = []
         self.stream_task: asyncio.Future[dict[str, Any]] | None = None
 
     def _record(self, sid: str, msg: insane.Msg) -> None:
@@ -230,6 +231,28 @@ class Agent:
                 for k, s in links.tx.items()
             ],
         }
+
+    async def op_pace(self, subject: str, rate: float, size: int = 64) -> dict[str, Any]:
+        """Publish ``rate`` messages a second in the background, until ``pace_stop``."""
+
+        async def run() -> None:
+            s = self._s()
+            data = b"p" * size
+            while True:
+                await s.publish(subject, data)
+                await asyncio.sleep(1 / rate)
+
+        self.pacers.append(asyncio.ensure_future(run()))
+        return {}
+
+    async def op_pace_stop(self) -> dict[str, Any]:
+        for t in self.pacers:
+            t.cancel()
+        self.pacers.clear()
+        return {}
+
+    async def op_metrics_port(self) -> dict[str, Any]:
+        return {"port": self._s().metrics_port}
 
     async def op_metric(self, name: str, **labels: str) -> dict[str, Any]:
         return {"value": STORE.total(name, **labels)}
