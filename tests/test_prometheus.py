@@ -33,7 +33,8 @@ DASHBOARD = REPO / "grafana" / "provisioning" / "dashboards" / "insane" / "insan
 
 
 def load_dashboard_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("insane_dashboard", REPO / "grafana" / "dashboard.py")
+    path = REPO / "grafana" / "dashboard.py"
+    spec = importlib.util.spec_from_file_location("insane_dashboard", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
