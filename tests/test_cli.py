@@ -81,3 +81,42 @@ def test_invalid_subjects_are_clear_errors(args: list[str]) -> None:
     r = run(*args)
     assert r.returncode == 2
     assert "invalid subject" in r.stderr
+
+
+def test_sub_and_pub_serve_metrics_and_top_finds_them(tmp_path: Path) -> None:
+    """With metrics in the YAML, `insane sub` and `insane pub` each serve their own port of
+    the range, and `insane top -c` finds both and shows the traffic between them."""
+    base = random.randrange(20000, 60000)
+    cfg = tmp_path / "insane.yaml"
+    cfg.write_text(
+        f"domain: {random.randrange(1, 2**32)}\n"
+        f"metrics: {{port: {base}, port_span: 8}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO, "INSANE_CONFIG": str(cfg)}
+    sub = subprocess.Popen(
+        [*CLI, "sub", "tick", "--raw"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    pub = None
+    try:
+        assert sub.stdout is not None
+        assert "listening" in sub.stdout.readline()
+        pub = subprocess.Popen(
+            [*CLI, "pub", "tick", "t{i}", "-n", "100000", "--interval", "0.002",
+             "--wait-for-peers", "5", "--name", "ticker"],
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )  # fmt: skip
+        assert sub.stdout.readline().strip() == "t0"
+        top = run("top", "--once", "-i", "1", env={"INSANE_CONFIG": str(cfg)})
+    finally:
+        for p in (pub, sub):
+            if p is not None:
+                p.kill()
+                p.wait()
+    assert top.returncode == 0, top.stderr
+    endpoints = [line.split()[0] for line in top.stdout.splitlines() if "/metrics" in line]
+    assert len(endpoints) == 2, top.stdout
+    assert all(base <= int(e.rsplit(":", 1)[1].split("/")[0]) < base + 8 for e in endpoints)
+    assert "ticker-" in top.stdout, top.stdout  # the subscriber's peer table names the pub
+    rows = [line.split() for line in top.stdout.splitlines() if line.startswith("udp ")]
+    assert any(float(r[1]) > 20 for r in rows) and any(float(r[2]) > 20 for r in rows), rows
