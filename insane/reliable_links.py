@@ -22,6 +22,32 @@ _ACK_EVERY = 64
 Frame = tuple[int, int, bytes]  # (peer id, frame type, body)
 
 
+#: A stream kind on the wire is ORDERED or UNORDERED plus the lane of the transport its
+#: datagrams travel by, so that each stream stays on one transport (see docs/wire-format.md).
+LANES = {"udp": 0, "xdp": 4, "dpdk": 8, "rdma": 12}
+STREAM_KINDS = frozenset(base | lane for base in (UNORDERED, ORDERED) for lane in LANES.values())
+
+
+def lane_kind(kind: int, transport: str) -> int:
+    """The stream kind of ``kind`` (ORDERED or UNORDERED) on ``transport``'s lane."""
+    return kind | LANES[transport]
+
+
+def lane_transport(kind: int) -> str:
+    """The transport whose lane a stream kind is on."""
+    lane = kind & ~3
+    return next((t for t, v in LANES.items() if v == lane), "udp")
+
+
+def is_ordered(kind: int) -> bool:
+    return kind & 3 == ORDERED
+
+
+def _check_kind(kind: int) -> None:
+    if kind not in STREAM_KINDS:
+        raise wire.WireError("malformed", f"stream kind {kind}")
+
+
 def stream_kind(qos: ChannelQoS) -> int:
     """The stream a channel's messages travel on: 0 (none: best effort), or a reliable kind."""
     if qos.reliability != "reliable":
@@ -109,9 +135,10 @@ class ReliableLinks:
         kind, last = wire.decode_kind_number(body)
         r = self.rx.get((sender, kind))
         if r is None:  # nothing of this stream arrived: all of it is missing
+            _check_kind(kind)
             c = self.config
             r = self.rx[(sender, kind)] = ReceiveStream(
-                kind == ORDERED, c.nack_delay, c.nack_interval
+                is_ordered(kind), c.nack_delay, c.nack_interval
             )
         r.on_tail(last, now)
         return [self._ack(sender, kind, r)]
@@ -170,7 +197,7 @@ class ReliableLinks:
         """Forget a peer: what it still owes us is lost; what we held back is handed over."""
         out: list[bytes] = []
         lost: list[LostData] = []
-        for kind in (UNORDERED, ORDERED):
+        for kind in STREAM_KINDS:
             self.tx.pop((peer_id, kind), None)
             self._acked.pop((peer_id, kind), None)
             r = self.rx.pop((peer_id, kind), None)

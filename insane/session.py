@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import itertools
 import logging
@@ -35,11 +36,18 @@ from insane.protocol import security, wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn, FlowOut
 from insane.protocol.fragments import Fragmenter, Reassembler
-from insane.protocol.reliability import ORDERED, UNORDERED
 from insane.qos import Config, load_config
 from insane.qos.model import ChannelQoS
 from insane.qos.policy import choose_route
-from insane.reliable_links import LostData, ReliableLinks, stream_kind
+from insane.reliable_links import (
+    STREAM_KINDS,
+    LostData,
+    ReliableLinks,
+    is_ordered,
+    lane_kind,
+    lane_transport,
+    stream_kind,
+)
 from insane.router import LocalSub, Router
 from insane.speedups import append_plain, scan_plain
 from insane.subjects import (
@@ -54,6 +62,7 @@ from insane.transports import multicast
 from insane.transports.base import Address, TransportCapability
 from insane.transports.registry import probe_all
 from insane.transports.udp import UdpTransport
+from insane.transports.xdp import XdpTransport
 
 log = logging.getLogger("insane")
 
@@ -81,6 +90,18 @@ INBOX_PREFIX = "_INBOX"
 _REPLY_ROOM = 64
 
 
+class _Counters:
+    """A channel's message and byte counters on one transport."""
+
+    __slots__ = ("bytes_received", "bytes_sent", "received", "sent")
+
+    def __init__(self, transport: str, pattern: str) -> None:
+        self.sent = STORE.cell("insane_messages_sent", transport, pattern)
+        self.bytes_sent = STORE.cell("insane_bytes_sent", transport, pattern)
+        self.received = STORE.cell("insane_messages_received", transport, pattern)
+        self.bytes_received = STORE.cell("insane_bytes_received", transport, pattern)
+
+
 @dataclass
 class _Channel:
     """What the session knows about one subject: its configured pattern, QoS and counters."""
@@ -88,13 +109,11 @@ class _Channel:
     pattern: str
     qos: ChannelQoS
     subject_bytes: bytes
-    sent_msgs: Cell
-    sent_bytes: Cell
-    recv_msgs: Cell
-    recv_bytes: Cell
     delivered: Cell
-    #: Peers this channel's route was already decided for (see ``Session._note_route``).
-    routed: set[int] = field(default_factory=set)
+    #: Counters per transport (``counters``).
+    via: dict[str, _Counters] = field(default_factory=dict)
+    #: The transport chosen for each peer (see ``Session._note_route``).
+    routed: dict[int, str] = field(default_factory=dict)
     #: The reliable stream its messages travel on (0: best effort; reliable_links).
     stream_kind: int = 0
     #: This session's identity may publish here (security.identities).
@@ -102,6 +121,12 @@ class _Channel:
 
     def __post_init__(self) -> None:
         self.stream_kind = stream_kind(self.qos)
+
+    def counters(self, transport: str) -> _Counters:
+        c = self.via.get(transport)
+        if c is None:
+            c = self.via[transport] = _Counters(transport, self.pattern)
+        return c
 
 
 @dataclass
@@ -112,10 +137,14 @@ class _FastSend:
     queues: tuple[OutQueue, ...]
     subject_bytes: bytes
     max_inline: int  # largest payload that fits in one frame
-    fanout: int = 0  # len(queues)
+    #: (counters, how many of the queues use their transport)
+    counts: tuple[tuple[_Counters, int], ...] = ()
 
     def __post_init__(self) -> None:
-        self.fanout = len(self.queues)
+        per: dict[str, int] = {}
+        for q in self.queues:
+            per[q.transport] = per.get(q.transport, 0) + 1
+        self.counts = tuple((self.ch.counters(t), n) for t, n in per.items())
 
 
 @dataclass
@@ -222,19 +251,24 @@ class Session:
         self._dgram_rx = STORE.cell("insane_datagrams_received", "udp")
         self._batch_tx = STORE.cell("insane_batches_sent", "udp")
         self._batch_rx = STORE.cell("insane_batches_received", "udp")
+        # Transports by name: kernel UDP always; a kernel-bypass one when it started.
+        self._senders: dict[str, Any] = {"udp": self._udp}
+        self._xdp: XdpTransport | None = None
+        self._rx_via = "udp"  # the transport of the batch being received
 
     # ================================================================== lifecycle
 
     async def _start(self) -> None:
         self._capabilities = probe_all(self.config)
         await self._udp.start(self._on_datagrams)
+        await self._start_xdp()
         # The largest frame body that fits a datagram with every prefix it may carry (header,
         # POSITION, SEQ): a datagram must never exceed the path's MTU, or the kernel splits it
         # into IP fragments, and with loss on the path incomplete fragment chains fill the
         # receiver's reassembly memory until every fragmented datagram is dropped.
         prefix = wire.HEADER_SIZE + wire.POSITION_FRAME_SIZE + wire.SEQ_FRAME_SIZE
         # Sealing (security.mode) adds its own prefix and tag to every datagram.
-        self._dgram_limit = self._udp.max_datagram - (
+        self._dgram_limit = min(t.max_datagram for t in self._senders.values()) - (
             security.OVERHEAD if self._sealer is not None else 0
         )
         self._max_body = self._dgram_limit - prefix - wire.FRAME_HEADER_SIZE
@@ -264,6 +298,39 @@ class Session:
         expected = self._announce_all()
         self._ticker = self._loop.create_task(self._tick_loop())
         await self._settle(expected)
+
+    async def _start_xdp(self) -> None:
+        """Open the AF_XDP datapath on the kernel socket's port when the probe found it usable;
+        if it fails to start, the session goes on over kernel UDP and says why."""
+        cap = self._capabilities.get("xdp")
+        if cap is None or not cap.available:
+            return
+        cfg = self.config.transports.xdp
+        assert cfg.interface is not None
+        ip = str(cap.details.get("interface_ipv4"))
+        xdp = XdpTransport(
+            cfg.interface,
+            cfg.queue,
+            ip,
+            self._udp.local_address[1],
+            fallback=self._udp,
+            mode=cfg.mode,
+            zero_copy=cfg.zero_copy,
+        )
+        try:
+            await xdp.start(self._on_xdp_datagrams)
+        except OSError as exc:
+            log.warning("AF_XDP on %s did not start (%s): using kernel UDP", cfg.interface, exc)
+            self._capabilities["xdp"] = dataclasses.replace(
+                cap, available=False, reason=f"failed to start: {exc}"
+            )
+            STORE.set_gauge("insane_transport_available", ("xdp",), 0.0)
+            return
+        xdp.kernel_poll = self._poll_kernel_once
+        self._xdp = xdp
+        self._senders["xdp"] = xdp
+        self._discovery.transports = ("udp", "xdp")
+        metrics.init_transport("xdp")
 
     def _start_metrics(self) -> None:
         metrics.init_transport("udp")
@@ -378,7 +445,7 @@ class Session:
             self._send_frame(addr, ftype, body)
         self._flush()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._udp.wait_drained(), 1.0)
+            await asyncio.wait_for(self._wait_drained(), 1.0)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -407,6 +474,8 @@ class Session:
             STORE.forget_histogram(RTT, "udp", metrics.peer_label(peer.name, peer.peer_id))
         if self._mcast is not None:
             await self._mcast.close()
+        if self._xdp is not None:
+            await self._xdp.close()
         await self._udp.close()
         self._progress.set()
 
@@ -459,10 +528,6 @@ class Session:
                 pattern,
                 qos,
                 b"" if family else subject.encode(),
-                STORE.cell("insane_messages_sent", "udp", pattern),
-                STORE.cell("insane_bytes_sent", "udp", pattern),
-                STORE.cell("insane_messages_received", "udp", pattern),
-                STORE.cell("insane_bytes_received", "udp", pattern),
                 STORE.cell("insane_messages_delivered", pattern),
             )
             if self._own_perms is not None and not family:
@@ -501,9 +566,9 @@ class Session:
             self._out_bytes += append_plain(
                 fast.queues, fast.subject_bytes or subject.encode(), b"", payload
             )
-            ch = fast.ch
-            ch.sent_msgs.value += fast.fanout
-            ch.sent_bytes.value += len(payload) * fast.fanout
+            for c, n in fast.counts:
+                c.sent.value += n
+                c.bytes_sent.value += len(payload) * n
             if self._flush_handle is None and not self._flush_due:
                 self._flush_handle = self._loop.call_soon(self._flush)
             if self._out_bytes >= _FLUSH_BYTES:
@@ -593,9 +658,9 @@ class Session:
         """Append a MSG frame with no headers or queue groups to each destination's datagram
         (the caller checked that it fits one frame)."""
         self._out_bytes += append_plain(fast.queues, sb, rb, data)
-        ch = fast.ch
-        ch.sent_msgs.value += fast.fanout
-        ch.sent_bytes.value += len(data) * fast.fanout
+        for c, n in fast.counts:
+            c.sent.value += n
+            c.bytes_sent.value += len(data) * n
         if self._flush_handle is None and not self._flush_due:
             self._flush_handle = self._loop.call_soon(self._flush)
         if self._out_bytes >= _FLUSH_BYTES:
@@ -641,17 +706,19 @@ class Session:
             if flow is not None and flow.blocked:
                 self._drop("window_full")
                 return
-        self._send_frame_to(self._dest_queue(peer, ch), wire.MSG, body)
-        ch.sent_msgs.value += 1
-        ch.sent_bytes.value += size
+        q = self._dest_queue(peer, ch)
+        self._send_frame_to(q, wire.MSG, body)
+        c = ch.counters(q.transport)
+        c.sent.value += 1
+        c.bytes_sent.value += size
 
     def _note_route(self, ch: _Channel, peer: Peer) -> None:
-        """The first message of a channel to a peer: ask the policy which transport it uses;
-        log and count a fallback once per (channel pattern, peer)."""
-        ch.routed.add(peer.peer_id)
+        """The first message of a channel to a peer: ask the policy which transport it uses
+        (kept in ``ch.routed``); log and count a fallback once per (channel pattern, peer)."""
+        route = choose_route(ch.qos, self._capabilities, peer.transports)
+        ch.routed[peer.peer_id] = route.transport if route.transport in self._senders else "udp"
         if (ch.pattern, peer.peer_id) in self._routes:
             return
-        route = choose_route(ch.qos, self._capabilities, peer.transports)
         labels = (ch.pattern, metrics.peer_label(peer.name, peer.peer_id), route.transport)
         self._routes[(ch.pattern, peer.peer_id)] = labels
         STORE.hold("insane_route_info", labels)
@@ -691,10 +758,27 @@ class Session:
         return q
 
     def _dest_queue(self, peer: Peer, ch: _Channel) -> OutQueue:
-        """Where a channel's messages to ``peer`` go: its reliable stream, or best effort."""
+        """Where a channel's messages to ``peer`` go: its reliable stream, or best effort, on
+        the transport of the channel's route to that peer. A kernel-bypass route has streams
+        of its own (a lane: ``reliable_links.lane_kind``), so each stream's datagrams leave by
+        one transport; control frames always go by kernel UDP."""
+        transport = ch.routed.get(peer.peer_id, "udp")
         kind = ch.stream_kind
         if not kind:
-            return self._queue(peer.addr)
+            if transport == "udp":
+                return self._queue(peer.addr)
+            key: Any = (transport, peer.addr)
+            q = self._out.get(key)
+            if q is None:
+                q = self._out[key] = OutQueue(
+                    self._header,
+                    self._dgram_limit,
+                    self._flow(peer.addr),
+                    addr=peer.addr,
+                    transport=transport,
+                )
+            return q
+        kind = lane_kind(kind, transport)
         key = (peer.peer_id, kind)
         q = self._out.get(key)
         if q is None or q.addr != peer.addr:
@@ -706,6 +790,7 @@ class Session:
                 stream=self._links.send_stream(peer.peer_id, kind),
                 kind=kind,
                 clock=self._loop.time,
+                transport=transport,
             )
             self._arm_reliability()
         return q
@@ -736,6 +821,7 @@ class Session:
             return
         self._out_bytes = 0
         datagrams: list[tuple[bytes, Address]] = []
+        bypass: dict[str, list[tuple[bytes, Address]]] = {}
         blocked = False
         reliable = False
         flow_in = self._flow_in
@@ -745,19 +831,20 @@ class Session:
                 fin = flow_in.get(addr)
                 if fin is not None and fin.unacked:  # acknowledgements ride along
                     q.add(wire.frame(wire.WINDOW, self._window_body(fin)))
+                out = datagrams if q.transport == "udp" else bypass.setdefault(q.transport, [])
                 for d in q.take():
-                    datagrams.append((d, addr))
+                    out.append((d, addr))
                 if q.flow.blocked:
                     blocked = True
                 if q.stream is not None:
                     reliable = True
                     if q.stream.full:
                         blocked = True
-        self._send_datagrams(datagrams)
         if datagrams:
-            self._dgram_tx.value += len(datagrams)
-            self._batch_tx.value += 1
-        self._backpressure = blocked or self._udp.backlog_bytes > _BACKLOG_LIMIT
+            self._send_datagrams(datagrams)
+        for transport, dgs in bypass.items():
+            self._send_datagrams(dgs, transport)
+        self._backpressure = blocked or self._backlog_bytes() > _BACKLOG_LIMIT
         if reliable and self._rel_timer is None:
             self._arm_reliability()  # a TAIL follows if the stream goes quiet unacknowledged
 
@@ -828,8 +915,8 @@ class Session:
         stall = self.config.reliability.stall_timeout
         while True:
             self._flush()
-            if self._udp.backlog_bytes > _BACKLOG_LIMIT:
-                await self._udp.wait_drained()
+            if self._backlog_bytes() > _BACKLOG_LIMIT:
+                await self._wait_drained()
                 continue
             # A destination we have not heard from for stall_timeout (a killed or hung process;
             # a live one, however slow, acknowledges or at least sends heartbeats) is not
@@ -867,7 +954,7 @@ class Session:
             raise errors.ConnectionClosedError("session closed")
         self._flush()
         try:
-            await asyncio.wait_for(self._udp.wait_drained(), timeout)
+            await asyncio.wait_for(self._wait_drained(), timeout)
         except TimeoutError:
             raise errors.TimeoutError("flush timed out") from None
         v = self._discovery.interest_version
@@ -914,7 +1001,8 @@ class Session:
         self._subs[sid] = sub
         if self.config.qos_for(subject)[1].consumption == "poll":
             self._poll_subs.add(sid)
-            self._udp.poll_idle = _POLL_IDLE
+            for t in self._senders.values():
+                t.poll_idle = _POLL_IDLE
         self._router.add_local(LocalSub(sid, subject, queue or "", sub._deliver))
         v = self._discovery.set_interest(self._router.local_interest(), self._loop.time())
         self._pump()
@@ -928,7 +1016,8 @@ class Session:
             return
         self._poll_subs.discard(sub.sid)
         if not self._poll_subs:
-            self._udp.poll_idle = 0.0
+            for t in self._senders.values():
+                t.poll_idle = 0.0
         self._router.remove_local(sub.sid)
         if not self._closed:
             self._discovery.set_interest(self._router.local_interest(), self._loop.time())
@@ -994,10 +1083,11 @@ class Session:
                 self._flush_due = False
             self._flush()  # about to wait: the request leaves now
             ch = fast.ch if fast is not None else self._channel(subject)
-            if self._poll(ch) and not self._udp.spinning:
+            spinner = self._xdp or self._udp
+            if self._poll(ch) and not spinner.spinning:
                 # consumption: poll: read the reply off the socket ourselves, without a
                 # round through the event loop (see UdpTransport.spin).
-                if self._udp.spin(fut.done, _POLL_IDLE, _REQUEST_SPIN):
+                if spinner.spin(fut.done, _POLL_IDLE, _REQUEST_SPIN):
                     self._poll_misses = 0
                 else:
                     self._poll_misses += 1
@@ -1039,12 +1129,45 @@ class Session:
         for reason in self._reassembler.take_drops():
             self._drop(reason)
 
-    def _send_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
-        """Hand datagrams to the transport, sealed first when ``security.mode`` says so."""
+    def _send_datagrams(self, datagrams: list[tuple[bytes, Address]], via: str = "udp") -> None:
+        """Hand datagrams to a transport (kernel UDP unless ``via`` names another), sealed
+        first when ``security.mode`` says so."""
         sealer = self._sealer
         if sealer is not None:
             datagrams = [(sealer.seal(d), a) for d, a in datagrams]
-        self._udp.send_batch(datagrams)
+        if via == "udp":
+            self._udp.send_batch(datagrams)
+            self._dgram_tx.value += len(datagrams)
+            self._batch_tx.value += 1
+            return
+        self._senders[via].send_batch(datagrams)
+        STORE.cell("insane_datagrams_sent", via).value += len(datagrams)
+        STORE.cell("insane_batches_sent", via).value += 1
+
+    def _backlog_bytes(self) -> int:
+        """Bytes the transports hold in user space because the kernel or a ring pushed back."""
+        n = self._udp.backlog_bytes
+        return n + self._xdp.backlog_bytes if self._xdp is not None else n
+
+    async def _wait_drained(self) -> None:
+        for t in self._senders.values():
+            await t.wait_drained()
+
+    def _on_xdp_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
+        self._rx_via = "xdp"
+        try:
+            self._on_datagrams(batch)
+        finally:
+            self._rx_via = "udp"
+
+    def _poll_kernel_once(self) -> bool:
+        """One non-blocking read of the kernel socket, delivered (AF_XDP's spin polls both)."""
+        try:
+            item = self._udp.socket.recvfrom(65536)
+        except OSError:
+            return False
+        self._on_datagrams([item])
+        return True
 
     def _open(self, batch: list[tuple[bytes, Address]]) -> list[tuple[bytes, Address]]:
         """Check and open sealed datagrams; what fails is counted by reason and dropped."""
@@ -1082,8 +1205,12 @@ class Session:
 
     def _receive(self, batch: list[tuple[bytes, Address]]) -> None:
         now = self._loop.time()
-        self._dgram_rx.value += len(batch)
-        self._batch_rx.value += 1
+        if self._rx_via == "udp":
+            self._dgram_rx.value += len(batch)
+            self._batch_rx.value += 1
+        else:
+            STORE.cell("insane_datagrams_received", self._rx_via).value += len(batch)
+            STORE.cell("insane_batches_received", self._rx_via).value += 1
         domain = self.domain
         me = self.peer_id
         control = False
@@ -1163,8 +1290,9 @@ class Session:
                     if perms is not None and not perms.may_publish(fast.subject):
                         self._drop("permission", n)  # its sender may not publish there
                         continue
-                    ch.recv_msgs.value += n
-                    ch.recv_bytes.value += sum(map(len, payloads))
+                    c = ch.counters(self._rx_via)
+                    c.received.value += n
+                    c.bytes_received.value += sum(map(len, payloads))
                     for run in fast.runners:
                         run(fast.subject, payloads)
                     ch.delivered.value += n * len(fast.runners)
@@ -1216,8 +1344,10 @@ class Session:
                 self._room.set()
         elif ftype == wire.NACK:
             again, gap_frames = links.on_nack(sender, body, now)
-            if again:
-                self._send_datagrams([(d, addr) for d in again])
+            if again:  # resent on the lane's transport
+                via = lane_transport(wire.decode_nack(body)[0])
+                via = via if via in self._senders else "udp"
+                self._send_datagrams([(d, addr) for d in again], via)
             self._send_to_peers(gap_frames, addr)
         elif ftype == wire.TAIL:
             self._send_to_peers(links.on_tail(sender, body, now), addr)
@@ -1241,7 +1371,7 @@ class Session:
         for item in lost:
             peer = self._discovery.peers.get(item.peer_id)
             name = peer.name if peer is not None and peer.name else f"{item.peer_id:016x}"
-            kind = "ordered" if item.kind == ORDERED else "unordered"
+            kind = "ordered" if is_ordered(item.kind) else "unordered"
             detail = f"{kind} stream, datagrams {item.gap.start}..{item.gap.end - 1}"
             log.warning("insane: lost for good from %s: %s", name, detail)
             self._report(errors.MessagesLostError(name, item.gap.count, detail))
@@ -1297,8 +1427,9 @@ class Session:
                 ch = self._channel(subject)
             except errors.BadSubjectError:
                 raise wire.WireError("bad_subject", subject[:64]) from None
-        ch.recv_msgs.value += 1
-        ch.recv_bytes.value += len(payload)
+        c = ch.counters(self._rx_via)
+        c.received.value += 1
+        c.bytes_received.value += len(payload)
         targets = self._router.local_targets(subject, queues)
         plain = not (reply or headers or queues)
         if plain and ch.subject_bytes and len(self._rx_fast) < _CACHE_LIMIT:
@@ -1340,13 +1471,15 @@ class Session:
                 log.info("peer down (%s): %s (%016x)", ev.reason, ev.peer.name, ev.peer.peer_id)
                 self._router.drop_remote(ev.peer.peer_id)
                 self._reassembler.forget_sender(ev.peer.peer_id)
+                if self._xdp is not None:
+                    self._xdp.forget(ev.peer.addr)
                 for key in [k for k in self._routes if k[1] == ev.peer.peer_id]:
                     self._forget_route(key)
                 STORE.forget_histogram(
                     RTT, "udp", metrics.peer_label(ev.peer.name, ev.peer.peer_id)
                 )
                 for ch in self._channels.values():
-                    ch.routed.discard(ev.peer.peer_id)
+                    ch.routed.pop(ev.peer.peer_id, None)
                 self._forget_flow(ev.peer)
         self._progress.set()
 
@@ -1358,8 +1491,10 @@ class Session:
         for d in ready:
             self._process_frames(d, _frames_start(d), peer.peer_id, peer.addr, now)
         self._report_lost(lost)
-        for kind in (UNORDERED, ORDERED):
+        for kind in STREAM_KINDS:
             self._out.pop((peer.peer_id, kind), None)
+        for name in self._senders:
+            self._out.pop((name, peer.addr), None)
         if not any(p.addr == peer.addr for p in self._discovery.peers.values()):
             q = self._out.get(peer.addr)
             if q is not None and q.empty:

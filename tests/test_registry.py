@@ -44,7 +44,7 @@ def test_udp_unavailable_when_the_address_is_not_local() -> None:
     assert "192.0.2.123" in udp.reason
 
 
-@pytest.mark.parametrize("name", ["xdp", "dpdk", "rdma"])
+@pytest.mark.parametrize("name", ["dpdk", "rdma"])
 def test_unimplemented_datapaths_are_unavailable_with_a_reason(name: str) -> None:
     c = probe(name, load_config({}))
     assert not c.available
@@ -62,15 +62,19 @@ def test_xdp_checks_and_unset_interface() -> None:
     assert "transports.xdp.interface is not set" in xdp.reason
 
 
-def test_xdp_claims_nothing_even_when_every_check_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_xdp_refuses_the_loopback_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything else passing, loopback is still no place for AF_XDP: it says so."""
     monkeypatch.setattr(registry, "_effective_caps", lambda: (1 << 12) | (1 << 39))
     monkeypatch.setattr(registry, "_kernel_af_xdp", lambda: True)
     monkeypatch.setattr(registry, "_find_library", lambda name: f"lib{name}.so.1")
+    monkeypatch.setattr(registry, "_importable", lambda name: True)
+    monkeypatch.setattr(registry, "_xdp_program_present", lambda: True)
     xdp = probe("xdp", load_config({"transports": {"xdp": {"interface": "lo"}}}))
     assert xdp.details["interface_present"] is True
     assert not xdp.available
     assert xdp.reason == (
-        "the AF_XDP datapath is not built into this release (checks above would pass)"
+        "interface 'lo' is a loopback interface: AF_XDP needs an Ethernet one "
+        "(traffic on this host takes kernel UDP)"
     )
 
 
@@ -110,10 +114,33 @@ def test_unknown_name() -> None:
 
 
 def test_transport_class_is_lazy_and_limited_to_implementations() -> None:
-    assert set(IMPLEMENTATIONS) == {"udp"}
+    assert set(IMPLEMENTATIONS) == {"udp", "xdp"}
     assert IMPLEMENTATIONS["udp"] == "insane.transports.udp:UdpTransport"
+    assert registry.transport_class("xdp").name == "xdp"
     with pytest.raises(KeyError):
-        registry.transport_class("xdp")
+        registry.transport_class("dpdk")
+
+
+def test_xdp_without_an_interface_says_so_and_is_implemented() -> None:
+    c = probe("xdp", load_config({}))
+    assert not c.available and c.kernel_bypass
+    assert c.details["implemented"] is True
+    assert "transports.xdp.interface is not set" in c.reason
+
+
+def test_xdp_needs_the_kernel_socket_on_the_interface_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AF_XDP sends as the session's kernel socket: with the default loopback bind it cannot
+    work, and the probe says what to write instead."""
+    monkeypatch.setattr(registry, "_is_loopback", lambda name: False)
+    monkeypatch.setattr(registry, "_interface_ipv4", lambda name: "10.77.9.9")
+    c = probe("xdp", load_config({"transports": {"xdp": {"interface": "lo"}}}))
+    assert not c.available
+    assert (
+        "transports.udp.bind is 127.0.0.1: set it to 10.77.9.9 (the address of lo) or 0.0.0.0"
+        in c.reason
+    )
 
 
 def test_doctor_report_shape_and_json() -> None:

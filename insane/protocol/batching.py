@@ -39,6 +39,7 @@ class OutQueue:
         "limit",
         "ready",
         "stream",
+        "transport",
     )
 
     def __init__(
@@ -51,8 +52,11 @@ class OutQueue:
         stream: SendStream | None = None,
         kind: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        transport: str = "udp",
     ) -> None:
         self.flow = flow or FlowOut()
+        #: The transport its datagrams leave by (the session's choice; not used here).
+        self.transport = transport
         self.addr = addr
         self.stream = stream
         self.kind = kind

@@ -57,14 +57,15 @@ def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """The Internet checksum (RFC 1071) of ``data``: the complement of the folded sum."""
     if len(data) % 2:
         data = bytes(data) + b"\0"
-    total = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
 
 
 def _pseudo(src: bytes, dst: bytes, udp_len: int) -> int:
-    return sum(struct.unpack("!4H", src + dst)) + socket.IPPROTO_UDP + udp_len
+    words: tuple[int, ...] = struct.unpack("!4H", src + dst)
+    return sum(words) + socket.IPPROTO_UDP + udp_len
 
 
 def udp_header(

@@ -27,13 +27,15 @@ if TYPE_CHECKING:
     from insane.qos.model import Config
 
 #: Implemented datapaths: name -> "module:Class". Only these can ever be reported available.
-IMPLEMENTATIONS: dict[str, str] = {"udp": "insane.transports.udp:UdpTransport"}
+IMPLEMENTATIONS: dict[str, str] = {
+    "udp": "insane.transports.udp:UdpTransport",
+    "xdp": "insane.transports.xdp:XdpTransport",
+}
 
 _CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
 _AF_XDP = 44
 _INFINIBAND = Path("/sys/class/infiniband")
 _NOT_BUILT = {
-    "xdp": "the AF_XDP datapath is not built into this release",
     "dpdk": "the DPDK datapath is not built into this release",
     "rdma": "the RDMA datapath is not built into this release",
 }
@@ -131,9 +133,14 @@ def _probe_xdp(config: Config) -> TransportCapability:
         "kernel_af_xdp": _kernel_af_xdp(),
         "libxdp": _find_library("xdp"),
         "libbpf": _find_library("bpf"),
+        "native_module": _importable("insane._xdp"),
+        "xdp_program": _xdp_program_present(),
         "interface": cfg.interface,
         "interface_present": cfg.interface is not None and _interface_present(cfg.interface),
     }
+    checks["interface_ipv4"] = (
+        _interface_ipv4(cfg.interface) if checks["interface_present"] and cfg.interface else None
+    )
     problems: list[str] = []
     if not cfg.enabled:
         problems.append("disabled by transports.xdp.enabled")
@@ -147,10 +154,29 @@ def _probe_xdp(config: Config) -> TransportCapability:
         problems.append("libxdp not found (Debian: libxdp1)")
     if not checks["libbpf"]:
         problems.append("libbpf not found (Debian: libbpf1)")
+    if not checks["native_module"]:
+        problems.append(
+            "insane._xdp is not built (install libxdp-dev, libbpf-dev and clang, then reinstall)"
+        )
+    elif not checks["xdp_program"]:
+        problems.append("the XDP program insane/native/xdp_redirect.bpf.o is not built (clang)")
     if cfg.interface is None:
         problems.append("transports.xdp.interface is not set")
     elif not checks["interface_present"]:
         problems.append(f"interface {cfg.interface!r} (transports.xdp.interface) does not exist")
+    elif _is_loopback(cfg.interface):
+        problems.append(
+            f"interface {cfg.interface!r} is a loopback interface: AF_XDP needs an Ethernet "
+            "one (traffic on this host takes kernel UDP)"
+        )
+    elif checks["interface_ipv4"] is None:
+        problems.append(f"interface {cfg.interface!r} has no IPv4 address")
+    elif config.transports.udp.bind not in ("0.0.0.0", checks["interface_ipv4"]):
+        # The session's address is its kernel socket's: AF_XDP sends and receives as that.
+        problems.append(
+            f"transports.udp.bind is {config.transports.udp.bind}: set it to "
+            f"{checks['interface_ipv4']} (the address of {cfg.interface}) or 0.0.0.0"
+        )
     return _capability(
         "xdp",
         checks,
@@ -284,6 +310,26 @@ def _interface_present(name: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        flags = int(Path(f"/sys/class/net/{name}/flags").read_text(), 16)
+    except (OSError, ValueError):
+        return False
+    return bool(flags & 0x8)  # IFF_LOOPBACK
+
+
+def _xdp_program_present() -> bool:
+    from insane.transports.xdp import program_path
+
+    return os.path.exists(program_path())
+
+
+def _interface_ipv4(name: str) -> str | None:
+    from insane.transports.frames import interface_ipv4
+
+    return interface_ipv4(name)
 
 
 def _hugepages_total() -> int:
