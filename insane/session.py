@@ -415,6 +415,8 @@ class Session:
                 if now >= next_scan:
                     next_scan = now + disc.heartbeat_interval
                     self._rediscover()
+                    if self._xdp is not None:
+                        self._xdp.count_drops()
                 if now >= next_beacon:
                     next_beacon = now + max(1.0, disc.heartbeat_interval)
                     self._beacon()

@@ -24,12 +24,15 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
+from insane.metrics import STORE
 from insane.transports import frames
 from insane.transports.base import Address, Datagram, ReceiveCallback, Transport
 
 log = logging.getLogger("insane.xdp")
 
 _RECV_BURST = 256
+#: insane_dropped_total reason -> the native layer's counter
+_DROPS = {"malformed": "malformed", "bad_checksum": "bad_checksum", "rx_ring_full": "rx_dropped"}
 #: Poll mode returns to the event loop at least this often (seconds).
 _SPIN_LIMIT = 0.005
 #: TX ring full: wake the kernel and retry this many times before queueing in user space.
@@ -81,6 +84,7 @@ class XdpTransport(Transport):
         #: Set by the session: one non-blocking read of its kernel socket, delivered; True if
         #: something came. ``spin`` polls it too, since replies may come either way.
         self.kernel_poll: Callable[[], bool] | None = None
+        self._counted: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,6 +140,18 @@ class XdpTransport(Transport):
 
     def stats(self) -> dict[str, int]:
         return dict(self._sock.stats()) if self._sock is not None else {}
+
+    def count_drops(self) -> None:
+        """Bring the native layer's drop counters into insane_dropped_total{transport="xdp"}:
+        frames that were not well-formed IPv4/UDP (malformed) or failed a checksum
+        (bad_checksum), and frames the kernel could not put on the full RX ring
+        (rx_ring_full)."""
+        stats = self.stats()
+        for reason, key in _DROPS.items():
+            n = stats.get(key, 0) - self._counted.get(key, 0)
+            if n > 0:
+                STORE.cell("insane_dropped", "xdp", reason).value += n
+                self._counted[key] = stats[key]
 
     # ------------------------------------------------------------------ receive
 
