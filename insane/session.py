@@ -246,7 +246,7 @@ class Session:
         self._closed = False
         self._draining = False
         self.error_cb: Callable[[Exception], Any] | None = None
-        self._dropped: dict[str, Cell] = {}
+        self._dropped: dict[tuple[str, str], Cell] = {}
         self._dgram_tx = STORE.cell("insane_datagrams_sent", "udp")
         self._dgram_rx = STORE.cell("insane_datagrams_received", "udp")
         self._batch_tx = STORE.cell("insane_batches_sent", "udp")
@@ -255,6 +255,8 @@ class Session:
         self._senders: dict[str, Any] = {"udp": self._udp}
         self._xdp: XdpTransport | None = None
         self._rx_via = "udp"  # the transport of the batch being received
+        self._woken = False  # a delivery woke a task waiting in next_msg (Subscription._wake)
+        self._udp.spin_until = self._take_woken
 
     # ================================================================== lifecycle
 
@@ -327,6 +329,7 @@ class Session:
             STORE.set_gauge("insane_transport_available", ("xdp",), 0.0)
             return
         xdp.kernel_poll = self._poll_kernel_once
+        xdp.spin_until = self._take_woken
         self._xdp = xdp
         self._senders["xdp"] = xdp
         self._discovery.transports = ("udp", "xdp")
@@ -1118,13 +1121,16 @@ class Session:
         fut = self._requests.get(msg.subject.rpartition(".")[2])
         if fut is not None and not fut.done():
             fut.set_result(msg)
+            self._woken = True  # a poll-mode spin stops: the requester must run
 
     # ================================================================== receiving
 
     def _drop(self, reason: str, n: int = 1) -> None:
-        c = self._dropped.get(reason)
+        """Count ``n`` dropped under ``reason``, on the transport of the batch at hand."""
+        key = (self._rx_via, reason)
+        c = self._dropped.get(key)
         if c is None:
-            c = self._dropped[reason] = STORE.cell("insane_dropped", "udp", reason)
+            c = self._dropped[key] = STORE.cell("insane_dropped", *key)
         c.value += n
 
     def _count_reassembly_drops(self) -> None:
@@ -1161,6 +1167,10 @@ class Session:
             self._on_datagrams(batch)
         finally:
             self._rx_via = "udp"
+
+    def _take_woken(self) -> bool:
+        woken, self._woken = self._woken, False
+        return woken
 
     def _poll_kernel_once(self) -> bool:
         """One non-blocking read of the kernel socket, delivered (AF_XDP's spin polls both)."""

@@ -205,6 +205,7 @@ class Subscription:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+            self._session._woken = True  # a poll-mode spin stops: the waiter must run
 
     def _finish(self) -> None:
         """No more messages will arrive; consumers finish what is pending, then stop."""

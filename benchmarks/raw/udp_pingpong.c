@@ -1,17 +1,18 @@
 /*
  * udp_pingpong: raw C UDP baselines for the INSANE benchmarks.
  *
- *   udp_pingpong server PORT                       echo every datagram back (round-trip peer)
+ *   udp_pingpong server PORT [ADDR]                echo every datagram back (round-trip peer)
  *   udp_pingpong client HOST PORT SIZE COUNT [WARMUP]
  *                                                  ping-pong COUNT messages of SIZE bytes,
  *                                                  print p50/p99 RTT (us) and msg/s as JSON
- *   udp_pingpong sink PORT [COUNT]                 count datagrams (recvmmsg batches) until the
+ *   udp_pingpong sink PORT [COUNT [ADDR]]          count datagrams (recvmmsg batches) until the
  *                                                  end marker, COUNT received, or an idle
  *                                                  timeout; print JSON
  *   udp_pingpong blast HOST PORT SIZE COUNT        send COUNT datagrams of SIZE bytes as fast as
  *                                                  possible (sendmmsg batches), then end markers
  *
- * PORT 0 on the server/sink picks a free port.  Servers print "ready PORT" on stdout once
+ * PORT 0 on the server/sink picks a free port; they bind to ADDR, 127.0.0.1 unless given
+ * (benchmarks/xdp_veth.py binds inside a network namespace of its own).  Servers print "ready PORT" on stdout once
  * bound, then the result (sink) as one JSON line.  A zero-length datagram stops the echo
  * server; the end marker for the sink is a datagram starting with 'E' followed by the
  * 64-bit count that was sent (data datagrams start with 'D').  Every receive has a timeout,
@@ -49,9 +50,9 @@ static void die(const char *what)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: udp_pingpong server PORT\n"
+            "usage: udp_pingpong server PORT [ADDR]\n"
             "       udp_pingpong client HOST PORT SIZE COUNT [WARMUP]\n"
-            "       udp_pingpong sink PORT [COUNT]\n"
+            "       udp_pingpong sink PORT [COUNT [ADDR]]\n"
             "       udp_pingpong blast HOST PORT SIZE COUNT\n");
     exit(2);
 }
@@ -87,7 +88,7 @@ static void set_bufs(int fd)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
-static int bound_socket(long port)
+static int bound_socket(long port, const char *addr)
 {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0)
@@ -97,6 +98,10 @@ static int bound_socket(long port)
     a.sin_family = AF_INET;
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (addr && inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
+        fprintf(stderr, "udp_pingpong: bad IPv4 address: %s\n", addr);
+        exit(2);
+    }
     if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
         die("bind");
     socklen_t len = sizeof a;
@@ -144,9 +149,9 @@ static double percentile_us(const uint64_t *sorted, long n, double p)
     return (double)sorted[rank - 1] / 1000.0;
 }
 
-static int run_server(long port)
+static int run_server(long port, const char *addr)
 {
-    int fd = bound_socket(port);
+    int fd = bound_socket(port, addr);
     static char buf[MAX_SIZE];
     struct sockaddr_in from;
     set_timeout(fd, 30.0); /* idle timeout: give up if nobody talks for 30 s */
@@ -223,9 +228,9 @@ static int run_client(const char *host, long port, long size, long count, long w
     return done == count ? 0 : 1;
 }
 
-static int run_sink(long port, long expect)
+static int run_sink(long port, long expect, const char *addr)
 {
-    int fd = bound_socket(port);
+    int fd = bound_socket(port, addr);
     static char bufs[BATCH][MAX_SIZE];
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
@@ -332,11 +337,12 @@ int main(int argc, char **argv)
     if (argc < 2)
         usage();
     const char *mode = argv[1];
-    if (strcmp(mode, "server") == 0 && argc == 3)
-        return run_server(parse_long(argv[2], 0, 65535, "port"));
-    if (strcmp(mode, "sink") == 0 && (argc == 3 || argc == 4))
+    if (strcmp(mode, "server") == 0 && (argc == 3 || argc == 4))
+        return run_server(parse_long(argv[2], 0, 65535, "port"), argc == 4 ? argv[3] : NULL);
+    if (strcmp(mode, "sink") == 0 && argc >= 3 && argc <= 5)
         return run_sink(parse_long(argv[2], 0, 65535, "port"),
-                        argc == 4 ? parse_long(argv[3], 0, 1000000000, "count") : 0);
+                        argc >= 4 ? parse_long(argv[3], 0, 1000000000, "count") : 0,
+                        argc == 5 ? argv[4] : NULL);
     if (strcmp(mode, "client") == 0 && (argc == 6 || argc == 7)) {
         long count = parse_long(argv[5], 1, 100000000, "count");
         long warmup = argc == 7 ? parse_long(argv[6], 0, 100000000, "warmup")

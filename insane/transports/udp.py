@@ -57,6 +57,9 @@ class UdpTransport(Transport):
         self._rcvbuf = rcvbuf
         #: Poll mode: after each delivery keep reading for this long (seconds; 0: off).
         self.poll_idle = 0.0
+        #: Set by the session: true once a delivery woke a waiting task, which must run now
+        #: (a ``next_msg``), so the spin after a delivery ends instead of idling on.
+        self.spin_until: Callable[[], bool] | None = None
         self._spinning = False
         self._sndbuf = sndbuf
         if max_datagram is None:
@@ -134,8 +137,9 @@ class UdpTransport(Transport):
             pass  # e.g. ICMP port unreachable surfaced as ECONNREFUSED: nothing to read
         if batch and self._on_receive is not None:
             self._on_receive(batch)
-            if self.poll_idle and not self._spinning:
-                self.spin(None, self.poll_idle, _SPIN_LIMIT)
+            until = self.spin_until
+            if self.poll_idle and not self._spinning and not (until and until()):
+                self.spin(until, self.poll_idle, _SPIN_LIMIT)
 
     # ------------------------------------------------------------------ poll mode
 

@@ -78,6 +78,7 @@ class XdpTransport(Transport):
         self._retry: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self.poll_idle = 0.0
+        self.spin_until: Callable[[], bool] | None = None  # see UdpTransport
         self._spinning = False
         self.native = False
         self.zero_copy = False
@@ -162,8 +163,9 @@ class XdpTransport(Transport):
         batch = sock.recv(_RECV_BURST)
         if batch:
             self._on_receive(batch)
-            if self.poll_idle and not self._spinning:
-                self.spin(None, self.poll_idle, _SPIN_LIMIT)
+            until = self.spin_until
+            if self.poll_idle and not self._spinning and not (until and until()):
+                self.spin(until, self.poll_idle, _SPIN_LIMIT)
 
     @property
     def spinning(self) -> bool:

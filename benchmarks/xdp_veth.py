@@ -1,0 +1,670 @@
+"""Raw baselines across a veth pair between two network namespaces, as ratios to raw AF_XDP.
+
+    .venv/bin/python -m benchmarks.xdp_veth                        # 64 B, 20000 round trips, 3 runs
+    .venv/bin/python -m benchmarks.xdp_veth --size 1024 --count 50000 --repeat 5 --json out.json
+
+Needs root (network namespaces, XDP).  The harness creates two namespaces, ``ixb-a`` and
+``ixb-b``, joined by a veth pair (``ixb-va`` 10.77.200.1/24 in ``ixb-a``, ``ixb-vb``
+10.77.200.2/24 in ``ixb-b``, MTU 1500, one queue each, IPv6 off, static neighbour entries),
+runs every system's ping-pong on that same pair -- echo server in ``ixb-b``, client in
+``ixb-a`` -- and deletes both namespaces at the end, also on errors and on SIGTERM.  No
+traffic leaves them; no XDP program is attached outside them.
+
+Systems (entries of :data:`SYSTEMS`; a system is a name plus a function that runs one
+repetition in the two namespaces and returns the client's result dict):
+
+* ``raw-c-xdp`` -- ``raw/xdp_pingpong.c``: AF_XDP sockets through libxdp on both veth ends
+  (copy mode, busy-polled rings, native XDP when the kernel takes it, else generic), frames
+  built by hand.  The reference: the ratios are system / raw-c-xdp.
+* ``raw-c-udp`` -- ``raw/udp_pingpong.c``: blocking kernel UDP sockets.
+
+Both C programs are compiled here (``cc -O2``) when missing or older than their source.
+Each figure is the median over ``--repeat`` runs, the systems interleaved.  The set-up and
+tear-down of the namespaces (:class:`VethPair`, :func:`setup_veth`, :func:`teardown_veth`,
+:func:`veth_pair`) and the two-process runner (:func:`run_peers`) are importable, so that
+further systems (Python processes in the namespaces) can be added as :class:`System` entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (
+    BENCH_DIR,
+    Peer,
+    PeerError,
+    build_raw,
+    default_warmup,
+    environment,
+    usable_cpus,
+)
+
+XDP_SRC = BENCH_DIR / "raw" / "xdp_pingpong.c"
+XDP_BIN = BENCH_DIR / "raw" / "bin" / "xdp_pingpong"
+REFERENCE = "raw-c-xdp"
+#: Namespaces made by this harness start with this, and its addresses lie in this subnet.
+NS_PREFIX = "ixb-"
+SUBNET = ipaddress.ip_network("10.77.200.0/24")
+#: UDP port the raw AF_XDP client aims at (the AF_XDP server takes every frame of its queue).
+XDP_PORT = 9000
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+@dataclass(frozen=True)
+class VethPair:
+    """Two network namespaces joined by a veth pair: side A (clients) and side B (servers)."""
+
+    ns_a: str = "ixb-a"
+    ns_b: str = "ixb-b"
+    if_a: str = "ixb-va"
+    if_b: str = "ixb-vb"
+    ip_a: str = "10.77.200.1"
+    ip_b: str = "10.77.200.2"
+    mac_a: str = "02:77:c8:00:00:01"
+    mac_b: str = "02:77:c8:00:00:02"
+    prefix: int = 24
+    mtu: int = 1500
+
+    def check(self) -> None:
+        """Refuse names and addresses outside what this harness may touch."""
+        for ns in (self.ns_a, self.ns_b):
+            if not ns.startswith(NS_PREFIX):
+                raise ValueError(f"namespace {ns!r} does not start with {NS_PREFIX!r}")
+        for ip in (self.ip_a, self.ip_b):
+            if ipaddress.ip_address(ip) not in SUBNET:
+                raise ValueError(f"address {ip} is outside {SUBNET}")
+        if self.ns_a == self.ns_b:
+            raise ValueError("the two sides need two namespaces")
+
+    def in_a(self, argv: Sequence[Any]) -> list[str]:
+        """``argv`` run inside namespace A."""
+        return ["ip", "netns", "exec", self.ns_a, *(str(a) for a in argv)]
+
+    def in_b(self, argv: Sequence[Any]) -> list[str]:
+        """``argv`` run inside namespace B."""
+        return ["ip", "netns", "exec", self.ns_b, *(str(a) for a in argv)]
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+    return proc
+
+
+def namespace_exists(name: str) -> bool:
+    """Whether a named network namespace (``ip netns``) exists."""
+    return Path("/run/netns", name).exists()
+
+
+def setup_veth(pair: VethPair = VethPair(), replace: bool = True) -> VethPair:
+    """Create the two namespaces and the veth pair between them; return ``pair``.
+
+    Namespaces of the same names left by an earlier run that died are deleted first when
+    ``replace`` (else it is an error).  On any failure, whatever was created is deleted.
+    The veth is made inside namespace A with its peer placed straight into B, so no
+    interface ever appears in the root namespace.
+    """
+    pair.check()
+    for ns in (pair.ns_a, pair.ns_b):
+        if namespace_exists(ns):
+            if not replace:
+                raise RuntimeError(f"network namespace {ns} exists already")
+            print(f"# deleting stale network namespace {ns}", file=sys.stderr, flush=True)
+            _ip("netns", "del", ns)
+    one_queue = "numtxqueues 1 numrxqueues 1"
+    try:
+        for ns in (pair.ns_a, pair.ns_b):
+            _ip("netns", "add", ns)
+            # No IPv6: no router solicitations or MLD reports landing in the AF_XDP sockets.
+            for conf in ("all", "default"):
+                sysctl = f"echo 1 > /proc/sys/net/ipv6/conf/{conf}/disable_ipv6"
+                _ip("netns", "exec", ns, "sh", "-c", sysctl)
+            _ip(*f"-n {ns} link set lo up".split())
+        _ip(
+            *f"-n {pair.ns_a} link add {pair.if_a} address {pair.mac_a} mtu {pair.mtu} "
+            f"{one_queue} type veth peer name {pair.if_b} address {pair.mac_b} mtu {pair.mtu} "
+            f"{one_queue} netns {pair.ns_b}".split()
+        )
+        for ns, dev, ip, peer_ip, peer_mac in (
+            (pair.ns_a, pair.if_a, pair.ip_a, pair.ip_b, pair.mac_b),
+            (pair.ns_b, pair.if_b, pair.ip_b, pair.ip_a, pair.mac_a),
+        ):
+            _ip(*f"-n {ns} addr add {ip}/{pair.prefix} dev {dev}".split())
+            _ip(*f"-n {ns} link set {dev} up".split())
+            neigh = f"{peer_ip} lladdr {peer_mac} dev {dev} nud permanent"
+            _ip(*f"-n {ns} neigh replace {neigh}".split())
+    except BaseException:
+        teardown_veth(pair)
+        raise
+    return pair
+
+
+def teardown_veth(pair: VethPair = VethPair()) -> None:
+    """Delete both namespaces (the veth pair and any XDP program on it go with them)."""
+    for ns in (pair.ns_a, pair.ns_b):
+        if namespace_exists(ns):
+            proc = _ip("netns", "del", ns, check=False)
+            if proc.returncode != 0:
+                print(
+                    f"# could not delete namespace {ns}: {proc.stderr.strip()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+@contextlib.contextmanager
+def veth_pair(pair: VethPair = VethPair(), replace: bool = True) -> Iterator[VethPair]:
+    """``with veth_pair() as p:`` -- the namespaces exist inside the block, never after it."""
+    setup_veth(pair, replace)
+    try:
+        yield pair
+    finally:
+        teardown_veth(pair)
+
+
+# --------------------------------------------------------------------------- systems
+
+
+class Unavailable(RuntimeError):
+    """A system cannot run here (missing compiler, library or module); the text says why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one repetition of every system measures."""
+
+    size: int
+    count: int
+    warmup: int
+    #: CPU placement: auto (each system's own preference), same, split, none
+    pin: str = "auto"
+    #: XDP_PINGPONG_MODE for the raw AF_XDP program: auto, native, generic
+    xdp_mode: str = "auto"
+
+
+RunFn = Callable[[VethPair, Settings], dict[str, Any]]
+
+
+@dataclass
+class System:
+    """One row of the table.
+
+    ``run`` performs one repetition (server in ``pair.ns_b``, client in ``pair.ns_a``) and
+    returns the client's result: at least ``p50_us``, ``p99_us``, ``msg_per_s``, ``done`` and
+    ``lost``; anything else is kept in the JSON.  ``prepare`` runs once before the first
+    repetition (build, import check) and raises :class:`Unavailable` when the system cannot
+    run.  ``run`` chooses the placement ``--pin auto`` gives it (``preferred_pin`` of
+    :func:`run_peers`): ``same`` (both peers on one CPU), ``split`` (one CPU each: needed by
+    busy-polling peers) or ``none``.
+    """
+
+    name: str
+    run: RunFn
+    prepare: Callable[[], None] | None = None
+    about: str = ""
+
+
+def placement(settings: Settings, preferred: str) -> tuple[int | None, int | None]:
+    """CPUs for (server, client) under ``settings.pin`` (``auto``: ``preferred``)."""
+    pin = preferred if settings.pin == "auto" else settings.pin
+    cpus = usable_cpus()
+    if pin == "none":
+        return None, None
+    if pin == "same" or len(cpus) < 2:
+        return cpus[0], cpus[0]
+    return cpus[-1], cpus[0]
+
+
+def run_peers(
+    pair: VethPair,
+    name: str,
+    server_argv: Sequence[Any],
+    client_argv: Callable[[int], Sequence[Any]],
+    settings: Settings,
+    preferred_pin: str = "same",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Start ``server_argv`` in namespace B, wait for its ``ready [PORT]`` line, run
+    ``client_argv(PORT)`` in namespace A and return the client's JSON result, with the
+    server's (if it printed one) under ``"server"`` and the CPUs used under ``"cpus"``.
+
+    Both are :class:`benchmarks.common.Peer` processes (repository root as cwd and on
+    PYTHONPATH, ``env`` added to the environment), so a Python peer is started the same way
+    as a C one: ``[sys.executable, "-m", "benchmarks.peers.x", ...]``.
+    """
+    server_cpu, client_cpu = placement(settings, preferred_pin)
+    limit = 30.0 + (settings.count + settings.warmup) * 0.002
+    with Peer(pair.in_b(server_argv), f"{name} server", server_cpu, env) as server:
+        port = server.wait_ready()
+        with Peer(pair.in_a(client_argv(port)), f"{name} client", client_cpu, env) as client:
+            result = client.result(limit)
+        with contextlib.suppress(PeerError):
+            result["server"] = server.result(5.0)
+    result["cpus"] = {"server": server_cpu, "client": client_cpu}
+    return result
+
+
+def _compile(src: Path, out: Path, libs: Sequence[str] = ()) -> Path:
+    """``cc -O2 -Wall -Wextra`` ``src`` into ``out`` when missing or older than the source."""
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            os.environ.get("CC", "cc"),
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-o",
+            str(out),
+            str(src),
+            *libs,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise Unavailable(f"building {src.name} failed: {' '.join(cmd)}\n{proc.stderr}")
+    return out
+
+
+def build_xdp() -> Path:
+    """The raw AF_XDP program, compiled when missing or stale (needs libxdp-dev, libbpf-dev)."""
+    return _compile(XDP_SRC, XDP_BIN, ["-lxdp", "-lbpf"])
+
+
+def _build_xdp() -> None:
+    build_xdp()
+
+
+def _build_udp() -> None:
+    try:
+        build_raw()
+    except PeerError as e:
+        raise Unavailable(str(e)) from None
+
+
+def run_raw_xdp(pair: VethPair, s: Settings) -> dict[str, Any]:
+    """Raw AF_XDP ping-pong: ``xdp_pingpong server`` on B's veth, ``client`` on A's."""
+    binary = str(XDP_BIN)
+    env = None if s.xdp_mode == "auto" else {"XDP_PINGPONG_MODE": s.xdp_mode}
+    flow = [pair.mac_a, pair.mac_b, pair.ip_a, pair.ip_b, XDP_PORT]
+    result = run_peers(
+        pair,
+        "raw-c-xdp",
+        [binary, "server", pair.if_b, 0],
+        lambda _port: [binary, "client", pair.if_a, 0, *flow, s.size, s.count, s.warmup],
+        s,
+        "split",
+        env,
+    )
+    server_mode = result.get("server", {}).get("xdp_mode")
+    if server_mode and server_mode != result.get("xdp_mode"):  # "client/server" when they differ
+        result["xdp_mode"] = f"{result.get('xdp_mode')}/{server_mode}"
+    return result
+
+
+def run_raw_udp(pair: VethPair, s: Settings) -> dict[str, Any]:
+    """Raw kernel UDP ping-pong: ``udp_pingpong server`` bound to B's address."""
+    binary = str(build_raw())
+    return run_peers(
+        pair,
+        "raw-c-udp",
+        [binary, "server", 0, pair.ip_b],
+        lambda port: [binary, "client", pair.ip_b, port, s.size, s.count, s.warmup],
+        s,
+        "same",
+    )
+
+
+#: Port of the INSANE peers' kernel sockets (AF_XDP takes the same one).
+INSANE_PORT = 7700
+
+
+def insane_config(pair: VethPair, side: str, transport: str) -> Path:
+    """A YAML for one side: bound to its address, the other side as a static peer, and the
+    benchmark's channels on ``transport`` (``xdp``: fast, over AF_XDP; ``udp``: kernel UDP),
+    best effort with busy polling, like the raw programs."""
+    ip, other, iface = (
+        (pair.ip_a, pair.ip_b, pair.if_a) if side == "a" else (pair.ip_b, pair.ip_a, pair.if_b)
+    )
+    words = ["fast", "best_effort", "poll"] if transport == "xdp" else ["best_effort", "poll"]
+    transports: dict[str, Any] = {"udp": {"bind": ip, "port": INSANE_PORT}}
+    if transport == "xdp":
+        transports["xdp"] = {"interface": iface}
+    config = {
+        "domain": 7700,
+        "transports": transports,
+        "discovery": {
+            "peers": [f"{other}:{INSANE_PORT}"],
+            "multicast": {"enabled": False},
+            "host_registry": False,
+        },
+        "channels": {"bench.>": {"qos": words}},
+    }
+    path = Path(f"/tmp/insane-xdp-veth-{side}-{transport}.yaml")
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def run_insane(transport: str) -> RunFn:
+    """INSANE's pub/sub ping-pong (benchmarks/peers/pubsub.py) with its channels on
+    ``transport``, one process per namespace."""
+
+    def run(pair: VethPair, s: Settings) -> dict[str, Any]:
+        def peer(side: str, *role: Any) -> list[Any]:
+            cfg = insane_config(pair, side, transport)
+            return ["env", f"INSANE_CONFIG={cfg}", sys.executable, "-m",
+                    "benchmarks.peers.pubsub", "insane", *role]  # fmt: skip
+
+        return run_peers(
+            pair,
+            f"insane-{transport}",
+            peer("b", "server", 0),
+            lambda _port: peer("a", "client", pair.ip_b, 0, s.size, s.count, s.warmup),
+            s,
+            "split",
+        )
+
+    return run
+
+
+def _insane_xdp_built() -> None:
+    try:
+        import insane._xdp  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError as e:
+        raise Unavailable(f"insane._xdp is not built: {e}") from None
+
+
+#: The rows, in the order they are run and shown.  Add entries here (or append to the list
+#: from another module before calling :func:`main`).
+SYSTEMS: list[System] = [
+    System(
+        "raw-c-xdp",
+        run_raw_xdp,
+        _build_xdp,
+        about="C, AF_XDP via libxdp, copy mode, busy-polled rings, one CPU per peer",
+    ),
+    System(
+        "raw-c-udp",
+        run_raw_udp,
+        _build_udp,
+        about="C, blocking kernel UDP sockets, both peers on one CPU",
+    ),
+    System(
+        "insane-xdp",
+        run_insane("xdp"),
+        _insane_xdp_built,
+        about="INSANE pub/sub, fast best-effort poll channel over AF_XDP, one CPU per peer",
+    ),
+    System(
+        "insane-udp",
+        run_insane("udp"),
+        about="INSANE pub/sub, the same channel on kernel UDP (poll), one CPU per peer",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Outcome:
+    """Every repetition of one system, and their medians."""
+
+    system: str
+    about: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    unavailable: str | None = None
+
+    def median(self, key: str) -> float | None:
+        values = [float(r[key]) for r in self.runs if r.get("done") and key in r]
+        return statistics.median(values) if values else None
+
+    def summary(self) -> dict[str, Any]:
+        modes = sorted({str(r["xdp_mode"]) for r in self.runs if "xdp_mode" in r})
+        return {
+            "p50_us": self.median("p50_us"),
+            "p99_us": self.median("p99_us"),
+            "msg_per_s": self.median("msg_per_s"),
+            "runs": len(self.runs),
+            "lost": sum(int(r.get("lost", 0)) for r in self.runs),
+            **({"xdp_mode": ",".join(modes)} if modes else {}),
+        }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    body = [list(headers), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in body) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(body):
+        cells = [
+            r[0].ljust(widths[0]),
+            *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)),
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_table(outcomes: Sequence[Outcome], reference: str, settings: Settings) -> str:
+    """Medians per system and ratios to ``reference`` (RTT: above 1 is slower; msg/s: below
+    1 is fewer round trips per second)."""
+    ref = next((o.summary() for o in outcomes if o.system == reference and o.runs), None)
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    def rat(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}x"
+
+    rows = []
+    for o in outcomes:
+        if o.unavailable:
+            continue
+        s = o.summary()
+        rows.append(
+            [
+                o.system,
+                fmt(s["p50_us"], ".1f"),
+                fmt(s["p99_us"], ".1f"),
+                fmt(s["msg_per_s"], ",.0f"),
+                rat(_ratio(s["p50_us"], ref["p50_us"] if ref else None)),
+                rat(_ratio(s["p99_us"], ref["p99_us"] if ref else None)),
+                rat(_ratio(s["msg_per_s"], ref["msg_per_s"] if ref else None)),
+                f"{s['runs']}",
+                s.get("xdp_mode", ""),
+            ]
+        )
+    out = [
+        f"== {settings.size} B ping-pong over veth, {settings.count} round trips "
+        f"(+{settings.warmup} warm-up), medians; ratios are system / {reference} ==",
+        _table(
+            [
+                "system",
+                "p50 us",
+                "p99 us",
+                "rtt/s",
+                "p50 ratio",
+                "p99 ratio",
+                "rtt/s ratio",
+                "runs",
+                "xdp",
+            ],
+            rows,
+        ),
+    ]
+    for o in outcomes:
+        if o.unavailable:
+            out.append(f"{o.system}: unavailable ({o.unavailable.strip().splitlines()[0]})")
+        for e in o.errors:
+            lines = [ln for ln in e.strip().splitlines() if ln.strip()]
+            out.append(
+                f"! {o.system}: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else "")
+            )
+        lost = sum(int(r.get("lost", 0)) for r in o.runs)
+        if lost:
+            out.append(f"! {o.system}: {lost} round trips lost (1 s timeout each)")
+    return "\n".join(out)
+
+
+def measure(
+    systems: Sequence[System],
+    settings: Settings,
+    repeat: int,
+    pair: VethPair,
+    log: Callable[[str], None],
+) -> list[Outcome]:
+    """Prepare every system, then run each ``repeat`` times, interleaved, on one veth pair."""
+    outcomes = [Outcome(s.name, s.about) for s in systems]
+    for s, o in zip(systems, outcomes, strict=True):
+        if s.prepare is not None:
+            try:
+                s.prepare()
+            except Unavailable as e:
+                o.unavailable = str(e)
+                log(f"{s.name}: unavailable: {e}")
+    with veth_pair(pair):
+        for rep in range(repeat):
+            for s, o in zip(systems, outcomes, strict=True):
+                if o.unavailable:
+                    continue
+                started = time.monotonic()
+                try:
+                    r = s.run(pair, settings)
+                except PeerError as e:
+                    o.errors.append(str(e))
+                    log(f"{s.name:>12} run {rep + 1}/{repeat}  FAILED: {e}")
+                    continue
+                o.runs.append(r)
+                mode = f"  {r['xdp_mode']} XDP" if "xdp_mode" in r else ""
+                log(
+                    f"{s.name:>12} run {rep + 1}/{repeat}  p50 {r['p50_us']:7.1f} us"
+                    f"  p99 {r['p99_us']:7.1f} us  {r['msg_per_s']:10,.0f} rtt/s"
+                    f"  {r['done']}/{settings.count} done{mode}"
+                    f"  ({time.monotonic() - started:.1f} s)"
+                )
+    return outcomes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.xdp_veth",
+        description="Ping-pong of the raw baselines (AF_XDP, kernel UDP) across a veth pair "
+        "between two network namespaces of its own, as ratios to raw AF_XDP. Needs root.",
+    )
+    p.add_argument("--size", type=int, default=64, help="UDP payload bytes (1..1472)")
+    p.add_argument("--count", type=int, default=20_000, help="measured round trips per run")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up round trips (10%%, <=1000)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per system (medians are shown)")
+    p.add_argument(
+        "--systems",
+        default=None,
+        help="comma-separated subset of " + ",".join(s.name for s in SYSTEMS) + " (default: all)",
+    )
+    p.add_argument(
+        "--pin",
+        choices=["auto", "same", "split", "none"],
+        default="auto",
+        help="CPU placement of server and client: auto = each system's own (AF_XDP peers "
+        "busy-poll, so one CPU each; UDP peers share one), same, split or none",
+    )
+    p.add_argument(
+        "--xdp-mode",
+        choices=["auto", "native", "generic"],
+        default="auto",
+        help="XDP attach mode of the raw AF_XDP program (auto: native, else generic)",
+    )
+    p.add_argument("--reference", default=REFERENCE, help="the system ratios are taken against")
+    p.add_argument("--json", metavar="FILE", help="also write every run and median to FILE")
+    args = p.parse_args(argv)
+    if not 1 <= args.size <= 1472:
+        p.error("--size: 1..1472 bytes (one frame at an MTU of 1500)")
+    if args.count < 1 or args.repeat < 1:
+        p.error("--count and --repeat must be positive")
+    if args.warmup is None:
+        args.warmup = default_warmup(args.count)
+    names = [s.name for s in SYSTEMS]
+    args.system_list = (
+        names if args.systems is None else [n.strip() for n in args.systems.split(",") if n]
+    )
+    unknown = set(args.system_list) - set(names)
+    if unknown:
+        p.error(f"--systems: unknown {', '.join(sorted(unknown))}; known: {','.join(names)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("xdp_veth: needs root (network namespaces, XDP)", file=sys.stderr)
+        return 2
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through veth_pair's clean-up
+
+    signal.signal(signal.SIGTERM, on_term)
+    settings = Settings(args.size, args.count, args.warmup, args.pin, args.xdp_mode)
+    systems = [s for s in SYSTEMS if s.name in args.system_list]
+    pair = VethPair()
+    t0 = time.monotonic()
+    outcomes = measure(systems, settings, args.repeat, pair, log)
+    log(f"# measured in {time.monotonic() - t0:.1f} s on {len(usable_cpus())} CPUs")
+    print(format_table(outcomes, args.reference, settings), flush=True)
+    if args.json:
+        ref = next((o.summary() for o in outcomes if o.system == args.reference), None)
+        doc = {
+            "environment": environment(),
+            "settings": {
+                **asdict(settings),
+                "repeat": args.repeat,
+                "reference": args.reference,
+                "veth": asdict(pair),
+            },
+            "results": [
+                {
+                    "system": o.system,
+                    "about": o.about,
+                    "unavailable": o.unavailable,
+                    "median": o.summary(),
+                    "ratios": {
+                        k: _ratio(o.summary()[k], ref[k] if ref else None)
+                        for k in ("p50_us", "p99_us", "msg_per_s")
+                    },
+                    "runs": o.runs,
+                    "errors": o.errors,
+                }
+                for o in outcomes
+            ],
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    failed = any(o.errors or not o.runs or o.unavailable for o in outcomes)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
