@@ -31,6 +31,8 @@ from insane.transports.base import Address, Datagram, ReceiveCallback, Transport
 log = logging.getLogger("insane.xdp")
 
 _RECV_BURST = 256
+#: How long start() retries a queue that is still busy (seconds).
+_BUSY_WAIT = 3.0
 #: insane_dropped_total reason -> the native layer's counter
 _DROPS = {"malformed": "malformed", "bad_checksum": "bad_checksum", "rx_ring_full": "rx_dropped"}
 #: Poll mode returns to the event loop at least this often (seconds).
@@ -93,14 +95,23 @@ class XdpTransport(Transport):
         from insane import _xdp  # type: ignore[attr-defined]
 
         zc = "auto" if self._zero_copy == "auto" else "on" if self._zero_copy else "off"
-        self._sock = _xdp.Socket(
-            self.interface,
-            self.queue,
-            program_path(),
-            [self._port],
-            mode=self._mode,
-            zero_copy=zc,
-        )
+        deadline = time.monotonic() + _BUSY_WAIT
+        while True:
+            try:
+                self._sock = _xdp.Socket(
+                    self.interface,
+                    self.queue,
+                    program_path(),
+                    [self._port],
+                    mode=self._mode,
+                    zero_copy=zc,
+                )
+                break
+            except OSError as exc:
+                # The queue stays busy for a moment after a previous socket on it closed.
+                if "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
         self.native = bool(self._sock.native)
         self.zero_copy = bool(self._sock.zero_copy)
         self._on_receive = on_receive
