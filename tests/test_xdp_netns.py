@@ -337,3 +337,27 @@ def test_native_framing_matches_the_python_reference(netns_pair: Lan) -> None:
     header = bytes.fromhex(seen["header"])
     expected = [frames.build_frame(header, b"from-c-%d" % i * (i + 1), i).hex() for i in range(20)]
     assert sent["captured"] == expected
+
+
+NEXT_HOP = """
+import sys
+from insane.transports import frames
+ifname, ip, peer = sys.argv[1:4]
+print(frames.neighbour_mac(peer, ifname))
+print(frames.arp_resolve(ifname, ip, peer).hex(":"))
+print(frames.next_hop("10.77.99.7", ifname))
+print(frames.resolve_mac("10.77.99.7", ifname, ip).hex(":"))
+print(frames.next_hop("127.0.0.1", ifname))
+"""
+
+
+def test_next_hop_mac_from_the_neighbour_table_or_arp(netns_pair: Lan) -> None:
+    """With the neighbour table empty, ARP on the wire finds the peer's MAC; a destination
+    behind a gateway resolves to the gateway's MAC; one not through the interface to none."""
+    a, b = netns_pair
+    mac_b = b.run(["cat", f"/sys/class/net/{b.ifname}/address"]).stdout.strip()
+    assert a.run(["ip", "neigh", "flush", "dev", a.ifname]).returncode == 0
+    assert a.run(["ip", "route", "add", "10.77.99.0/24", "via", b.ip]).returncode == 0
+    out = a.run_python(NEXT_HOP, a.ifname, a.ip, b.ip)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", mac_b, b.ip, mac_b, "None"], out.stdout
