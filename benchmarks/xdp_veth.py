@@ -1,28 +1,42 @@
-"""Raw baselines across a veth pair between two network namespaces, as ratios to raw AF_XDP.
+"""Raw baselines and INSANE across a veth pair between two network namespaces: ping-pong RTT
+and one-way throughput, as ratios to raw AF_XDP.
 
-    .venv/bin/python -m benchmarks.xdp_veth                        # 64 B, 20000 round trips, 3 runs
+    .venv/bin/python -m benchmarks.xdp_veth                        # 64 B, 20000 round trips,
+                                                                   # 200000 streamed, 3 runs
     .venv/bin/python -m benchmarks.xdp_veth --size 1024 --count 50000 --repeat 5 --json out.json
+    .venv/bin/python -m benchmarks.xdp_veth --modes throughput --tput-count 500000
 
 Needs root (network namespaces, XDP).  The harness creates two namespaces, ``ixb-a`` and
 ``ixb-b``, joined by a veth pair (``ixb-va`` 10.77.200.1/24 in ``ixb-a``, ``ixb-vb``
 10.77.200.2/24 in ``ixb-b``, MTU 1500, one queue each, IPv6 off, static neighbour entries),
 runs every system's ping-pong on that same pair -- echo server in ``ixb-b``, client in
-``ixb-a`` -- and deletes both namespaces at the end, also on errors and on SIGTERM.  No
-traffic leaves them; no XDP program is attached outside them.
+``ixb-a`` -- and its one-way throughput -- sink in ``ixb-b``, blaster in ``ixb-a`` -- and
+deletes both namespaces at the end, also on errors and on SIGTERM.  No traffic leaves them; no
+XDP program is attached outside them.
 
-Systems (entries of :data:`SYSTEMS`; a system is a name plus a function that runs one
-repetition in the two namespaces and returns the client's result dict):
+Systems (entries of :data:`SYSTEMS`; a system is a name plus a function that runs one ping-pong
+repetition in the two namespaces and returns the client's result dict, and optionally one
+that runs one throughput repetition and returns the sink's):
 
 * ``raw-c-xdp`` -- ``raw/xdp_pingpong.c``: AF_XDP sockets through libxdp on both veth ends
   (copy mode, busy-polled rings, native XDP when the kernel takes it, else generic), frames
   built by hand.  The reference: the ratios are system / raw-c-xdp.
 * ``raw-c-udp`` -- ``raw/udp_pingpong.c``: blocking kernel UDP sockets.
+* ``insane-xdp`` / ``insane-udp`` -- ``peers/pubsub.py insane``: INSANE pub/sub with the
+  benchmark's channels (best effort, poll) over AF_XDP / over kernel UDP.
+
+Throughput: each program's ``sink`` counts the data messages that arrive, from the first to
+the last, and its ``blast`` sends ``--tput-count`` messages as fast as it can, then end
+markers; ``msg/s`` is the sink's (received / first-to-last time), ``delivered`` is received /
+sent.  Nothing has flow control (raw AF_XDP, kernel UDP and INSANE's best-effort channels
+alike), so what the sink cannot keep up with is lost, and shown.
 
 Both C programs are compiled here (``cc -O2``) when missing or older than their source.
 Each figure is the median over ``--repeat`` runs, the systems interleaved.  The set-up and
 tear-down of the namespaces (:class:`VethPair`, :func:`setup_veth`, :func:`teardown_veth`,
-:func:`veth_pair`) and the two-process runner (:func:`run_peers`) are importable, so that
-further systems (Python processes in the namespaces) can be added as :class:`System` entries.
+:func:`veth_pair`) and the two-process runners (:func:`run_peers`, :func:`run_stream`) are
+importable, so that further systems (Python processes in the namespaces) can be added as
+:class:`System` entries.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import signal
 import statistics
@@ -199,6 +214,8 @@ class Settings:
     pin: str = "auto"
     #: XDP_PINGPONG_MODE for the raw AF_XDP program: auto, native, generic
     xdp_mode: str = "auto"
+    #: messages each throughput repetition sends (the same for every system)
+    tput_count: int = 200_000
 
 
 RunFn = Callable[[VethPair, Settings], dict[str, Any]]
@@ -215,12 +232,19 @@ class System:
     run.  ``run`` chooses the placement ``--pin auto`` gives it (``preferred_pin`` of
     :func:`run_peers`): ``same`` (both peers on one CPU), ``split`` (one CPU each: needed by
     busy-polling peers) or ``none``.
+
+    ``throughput``, when given, performs one throughput repetition (sink in ``pair.ns_b``,
+    blaster in ``pair.ns_a``, ``settings.tput_count`` messages of ``settings.size`` bytes;
+    :func:`run_stream` does the work) and returns the sink's result: at least ``msg_per_s``
+    (received / first-to-last time at the sink), ``received``, ``sent`` (by the blaster) and
+    ``delivered`` (received / sent).  Its peers always get a CPU each under ``--pin auto``.
     """
 
     name: str
     run: RunFn
     prepare: Callable[[], None] | None = None
     about: str = ""
+    throughput: RunFn | None = None
 
 
 def placement(settings: Settings, preferred: str) -> tuple[int | None, int | None]:
@@ -260,6 +284,42 @@ def run_peers(
         with contextlib.suppress(PeerError):
             result["server"] = server.result(5.0)
     result["cpus"] = {"server": server_cpu, "client": client_cpu}
+    return result
+
+
+def run_stream(
+    pair: VethPair,
+    name: str,
+    sink_argv: Sequence[Any],
+    blast_argv: Callable[[int], Sequence[Any]],
+    settings: Settings,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Start ``sink_argv`` in namespace B, wait for its ``ready [PORT]`` line, run
+    ``blast_argv(PORT)`` in namespace A and return the sink's JSON result, completed with:
+    ``sent`` (the blaster's count; the count the sink read from the end marker, -1 when none
+    arrived, is kept as ``marker_sent``), ``delivered`` (received / sent), ``e2e_msg_per_s``
+    (received / time from the blaster's first send to the sink's last receipt: both stamps are
+    CLOCK_MONOTONIC, shared by the namespaces), the blaster's result under ``"blast"`` and the
+    CPUs under ``"cpus"``.  The peers get a CPU each (``split``) unless ``--pin`` says
+    otherwise: every sink here spins or would be starved by a spinning blaster.
+    """
+    sink_cpu, blast_cpu = placement(settings, "split")
+    limit = 30.0 + settings.tput_count * 1e-4  # 10 us a message: far slower than any system
+    with Peer(pair.in_b(sink_argv), f"{name} sink", sink_cpu, env) as sink:
+        port = sink.wait_ready()
+        with Peer(pair.in_a(blast_argv(port)), f"{name} blast", blast_cpu, env) as blaster:
+            blasted = blaster.result(limit)
+        result = sink.result(limit)
+    received = int(result.get("received", 0))
+    sent = int(blasted.get("sent", 0))
+    result["marker_sent"] = result.pop("sent", -1)
+    result["sent"] = sent
+    result["delivered"] = received / sent if sent > 0 else 0.0
+    span_s = (int(result.get("last_ns", 0)) - int(blasted.get("start_ns", 0))) / 1e9
+    result["e2e_msg_per_s"] = received / span_s if received and span_s > 0 else 0.0
+    result["blast"] = blasted
+    result["cpus"] = {"sink": sink_cpu, "blast": blast_cpu}
     return result
 
 
@@ -319,6 +379,25 @@ def run_raw_xdp(pair: VethPair, s: Settings) -> dict[str, Any]:
     return result
 
 
+def tput_raw_xdp(pair: VethPair, s: Settings) -> dict[str, Any]:
+    """Raw AF_XDP throughput: ``xdp_pingpong sink`` on B's veth, ``blast`` on A's."""
+    binary = str(XDP_BIN)
+    env = None if s.xdp_mode == "auto" else {"XDP_PINGPONG_MODE": s.xdp_mode}
+    flow = [pair.mac_a, pair.mac_b, pair.ip_a, pair.ip_b, XDP_PORT]
+    result = run_stream(
+        pair,
+        "raw-c-xdp",
+        [binary, "sink", pair.if_b, 0, s.tput_count],
+        lambda _port: [binary, "blast", pair.if_a, 0, *flow, s.size, s.tput_count],
+        s,
+        env,
+    )
+    blast_mode = result["blast"].get("xdp_mode")
+    if blast_mode and blast_mode != result.get("xdp_mode"):  # "blaster/sink" when they differ
+        result["xdp_mode"] = f"{blast_mode}/{result.get('xdp_mode')}"
+    return result
+
+
 def run_raw_udp(pair: VethPair, s: Settings) -> dict[str, Any]:
     """Raw kernel UDP ping-pong: ``udp_pingpong server`` bound to B's address."""
     binary = str(build_raw())
@@ -329,6 +408,19 @@ def run_raw_udp(pair: VethPair, s: Settings) -> dict[str, Any]:
         lambda port: [binary, "client", pair.ip_b, port, s.size, s.count, s.warmup],
         s,
         "same",
+    )
+
+
+def tput_raw_udp(pair: VethPair, s: Settings) -> dict[str, Any]:
+    """Raw kernel UDP throughput: ``udp_pingpong sink`` bound to B's address (recvmmsg),
+    ``blast`` (sendmmsg) from A."""
+    binary = str(build_raw())
+    return run_stream(
+        pair,
+        "raw-c-udp",
+        [binary, "sink", 0, s.tput_count, pair.ip_b],
+        lambda port: [binary, "blast", pair.ip_b, port, s.size, s.tput_count],
+        s,
     )
 
 
@@ -362,15 +454,20 @@ def insane_config(pair: VethPair, side: str, transport: str) -> Path:
     return path
 
 
+def _insane_peer(pair: VethPair, transport: str, side: str, *role: Any) -> list[Any]:
+    """argv of a ``pubsub.py insane ROLE ...`` peer on ``side`` with that side's config."""
+    cfg = insane_config(pair, side, transport)
+    return ["env", f"INSANE_CONFIG={cfg}", sys.executable, "-m",
+            "benchmarks.peers.pubsub", "insane", *role]  # fmt: skip
+
+
 def run_insane(transport: str) -> RunFn:
     """INSANE's pub/sub ping-pong (benchmarks/peers/pubsub.py) with its channels on
     ``transport``, one process per namespace."""
 
     def run(pair: VethPair, s: Settings) -> dict[str, Any]:
         def peer(side: str, *role: Any) -> list[Any]:
-            cfg = insane_config(pair, side, transport)
-            return ["env", f"INSANE_CONFIG={cfg}", sys.executable, "-m",
-                    "benchmarks.peers.pubsub", "insane", *role]  # fmt: skip
+            return _insane_peer(pair, transport, side, *role)
 
         return run_peers(
             pair,
@@ -379,6 +476,25 @@ def run_insane(transport: str) -> RunFn:
             lambda _port: peer("a", "client", pair.ip_b, 0, s.size, s.count, s.warmup),
             s,
             "split",
+        )
+
+    return run
+
+
+def tput_insane(transport: str) -> RunFn:
+    """INSANE's pub/sub throughput (``pubsub.py insane sink`` in B, ``blast`` in A; HOST and
+    PORT are ignored by INSANE, whose peers find each other) with the same configs as the
+    ping-pong: best effort, poll, no flow control."""
+
+    def run(pair: VethPair, s: Settings) -> dict[str, Any]:
+        return run_stream(
+            pair,
+            f"insane-{transport}",
+            _insane_peer(pair, transport, "b", "sink", 0, s.tput_count),
+            lambda port: _insane_peer(
+                pair, transport, "a", "blast", pair.ip_b, port, s.size, s.tput_count
+            ),
+            s,
         )
 
     return run
@@ -399,28 +515,35 @@ SYSTEMS: list[System] = [
         run_raw_xdp,
         _build_xdp,
         about="C, AF_XDP via libxdp, copy mode, busy-polled rings, one CPU per peer",
+        throughput=tput_raw_xdp,
     ),
     System(
         "raw-c-udp",
         run_raw_udp,
         _build_udp,
-        about="C, blocking kernel UDP sockets, both peers on one CPU",
+        about="C, blocking kernel UDP sockets, both peers on one CPU (throughput: one each)",
+        throughput=tput_raw_udp,
     ),
     System(
         "insane-xdp",
         run_insane("xdp"),
         _insane_xdp_built,
         about="INSANE pub/sub, fast best-effort poll channel over AF_XDP, one CPU per peer",
+        throughput=tput_insane("xdp"),
     ),
     System(
         "insane-udp",
         run_insane("udp"),
         about="INSANE pub/sub, the same channel on kernel UDP (poll), one CPU per peer",
+        throughput=tput_insane("udp"),
     ),
 ]
 
 
 # --------------------------------------------------------------------------- measuring
+
+#: What one run can measure (``--modes``), in the order they are run within a repetition.
+MODES = ("pingpong", "throughput")
 
 
 @dataclass
@@ -432,6 +555,11 @@ class Outcome:
     runs: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unavailable: str | None = None
+    #: throughput repetitions (sink results, see :func:`run_stream`) and their failures
+    tput_runs: list[dict[str, Any]] = field(default_factory=list)
+    tput_errors: list[str] = field(default_factory=list)
+    #: the system has no throughput function
+    no_tput: bool = False
 
     def median(self, key: str) -> float | None:
         values = [float(r[key]) for r in self.runs if r.get("done") and key in r]
@@ -445,6 +573,36 @@ class Outcome:
             "msg_per_s": self.median("msg_per_s"),
             "runs": len(self.runs),
             "lost": sum(int(r.get("lost", 0)) for r in self.runs),
+            **({"xdp_mode": ",".join(modes)} if modes else {}),
+        }
+
+    def tput_summary(self) -> dict[str, Any]:
+        """Medians of the throughput runs; ``delivered`` is over all of them (sum received /
+        sum sent), ``worst_delivered`` the lowest single run's."""
+        runs = self.tput_runs
+
+        def med(key: str) -> float | None:
+            values = [float(r[key]) for r in runs if key in r]
+            return statistics.median(values) if values else None
+
+        received = sum(int(r.get("received", 0)) for r in runs)
+        sent = sum(int(r.get("sent", 0)) for r in runs)
+        modes = sorted({str(r["xdp_mode"]) for r in runs if "xdp_mode" in r})
+        return {
+            "msg_per_s": med("msg_per_s"),
+            "e2e_msg_per_s": med("e2e_msg_per_s"),
+            "send_msg_per_s": (
+                statistics.median(float(r["blast"]["send_msg_per_s"]) for r in runs)
+                if runs and all("send_msg_per_s" in r.get("blast", {}) for r in runs)
+                else None
+            ),
+            "received": received,
+            "sent": sent,
+            "delivered": received / sent if sent > 0 else None,
+            "worst_delivered": min((float(r["delivered"]) for r in runs), default=None),
+            "duplicates": sum(int(r.get("duplicates", 0)) for r in runs),
+            "reordered": sum(int(r.get("reordered", 0)) for r in runs),
+            "runs": len(runs),
             **({"xdp_mode": ",".join(modes)} if modes else {}),
         }
 
@@ -468,17 +626,33 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _rat(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _pct(fraction: float | None) -> str:
+    """A delivered fraction as a percentage, rounded down: a loss never shows as 100.00."""
+    return "-" if fraction is None else f"{math.floor(fraction * 10000) / 100:.2f}"
+
+
+def _error_lines(system: str, errors: Sequence[str], what: str = "") -> list[str]:
+    out = []
+    for e in errors:
+        lines = [ln for ln in e.strip().splitlines() if ln.strip()]
+        out.append(
+            f"! {system}{what}: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else "")
+        )
+    return out
+
+
 def format_table(outcomes: Sequence[Outcome], reference: str, settings: Settings) -> str:
-    """Medians per system and ratios to ``reference`` (RTT: above 1 is slower; msg/s: below
-    1 is fewer round trips per second)."""
+    """Ping-pong medians per system and ratios to ``reference`` (RTT: above 1 is slower;
+    msg/s: below 1 is fewer round trips per second)."""
     ref = next((o.summary() for o in outcomes if o.system == reference and o.runs), None)
-
-    def fmt(v: float | None, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
-    def rat(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}x"
-
     rows = []
     for o in outcomes:
         if o.unavailable:
@@ -487,12 +661,12 @@ def format_table(outcomes: Sequence[Outcome], reference: str, settings: Settings
         rows.append(
             [
                 o.system,
-                fmt(s["p50_us"], ".1f"),
-                fmt(s["p99_us"], ".1f"),
-                fmt(s["msg_per_s"], ",.0f"),
-                rat(_ratio(s["p50_us"], ref["p50_us"] if ref else None)),
-                rat(_ratio(s["p99_us"], ref["p99_us"] if ref else None)),
-                rat(_ratio(s["msg_per_s"], ref["msg_per_s"] if ref else None)),
+                _fmt(s["p50_us"], ".1f"),
+                _fmt(s["p99_us"], ".1f"),
+                _fmt(s["msg_per_s"], ",.0f"),
+                _rat(_ratio(s["p50_us"], ref["p50_us"] if ref else None)),
+                _rat(_ratio(s["p99_us"], ref["p99_us"] if ref else None)),
+                _rat(_ratio(s["msg_per_s"], ref["msg_per_s"] if ref else None)),
                 f"{s['runs']}",
                 s.get("xdp_mode", ""),
             ]
@@ -518,14 +692,79 @@ def format_table(outcomes: Sequence[Outcome], reference: str, settings: Settings
     for o in outcomes:
         if o.unavailable:
             out.append(f"{o.system}: unavailable ({o.unavailable.strip().splitlines()[0]})")
-        for e in o.errors:
-            lines = [ln for ln in e.strip().splitlines() if ln.strip()]
-            out.append(
-                f"! {o.system}: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else "")
-            )
+        out.extend(_error_lines(o.system, o.errors))
         lost = sum(int(r.get("lost", 0)) for r in o.runs)
         if lost:
             out.append(f"! {o.system}: {lost} round trips lost (1 s timeout each)")
+    return "\n".join(out)
+
+
+def format_tput_table(outcomes: Sequence[Outcome], reference: str, settings: Settings) -> str:
+    """Throughput medians per system (msg/s at the sink, first to last message received),
+    the share delivered, and msg/s as a ratio to ``reference`` (below 1: fewer per second)."""
+    ref = next((o.tput_summary() for o in outcomes if o.system == reference and o.tput_runs), None)
+    rows = []
+    for o in outcomes:
+        if o.unavailable or o.no_tput:
+            continue
+        s = o.tput_summary()
+        rows.append(
+            [
+                o.system,
+                _fmt(s["msg_per_s"], ",.0f"),
+                _pct(s["delivered"]),
+                _rat(_ratio(s["msg_per_s"], ref["msg_per_s"] if ref else None)),
+                _fmt(s["send_msg_per_s"], ",.0f"),
+                _fmt(s["e2e_msg_per_s"], ",.0f"),
+                f"{s['runs']}",
+                s.get("xdp_mode", ""),
+            ]
+        )
+    out = [
+        f"== {settings.size} B one-way throughput over veth, {settings.tput_count} messages "
+        f"a run, medians; ratios are system / {reference} ==",
+        _table(
+            [
+                "system",
+                "msg/s",
+                "delivered %",
+                "msg/s ratio",
+                "sent msg/s",
+                "e2e msg/s",
+                "runs",
+                "xdp",
+            ],
+            rows,
+        ),
+        "(msg/s: received / first-to-last receipt at the sink; sent msg/s: the blaster's "
+        "rate; e2e: received / blaster's first send to sink's last receipt; the raw programs "
+        "send a datagram per message, INSANE packs a loop turn's messages into datagrams)",
+    ]
+    for o in outcomes:
+        if o.unavailable:
+            out.append(f"{o.system}: unavailable ({o.unavailable.strip().splitlines()[0]})")
+            continue
+        if o.no_tput:
+            out.append(f"{o.system}: no throughput run")
+            continue
+        out.extend(_error_lines(o.system, o.tput_errors, " throughput"))
+        s = o.tput_summary()
+        if s["sent"] and s["received"] < s["sent"]:
+            stops = ",".join(sorted({str(r.get("stop", "?")) for r in o.tput_runs}))
+            out.append(
+                f"! {o.system}: {s['sent'] - s['received']} of {s['sent']} messages lost over "
+                f"{s['runs']} runs (worst run {_pct(s['worst_delivered'])} % delivered; "
+                f"sink stopped on: {stops})"
+            )
+        for key in ("duplicates", "reordered"):
+            if s[key]:
+                out.append(f"! {o.system}: {s[key]} {key} messages")
+        burst = _ratio(s["msg_per_s"], s["e2e_msg_per_s"])
+        if burst is not None and burst > 1.25:
+            out.append(
+                f"! {o.system}: first-to-last rate is {burst:.1f}x the end-to-end one: messages "
+                "arrived in bursts (try a larger --tput-count)"
+            )
     return "\n".join(out)
 
 
@@ -535,9 +774,11 @@ def measure(
     repeat: int,
     pair: VethPair,
     log: Callable[[str], None],
+    modes: Sequence[str] = MODES,
 ) -> list[Outcome]:
-    """Prepare every system, then run each ``repeat`` times, interleaved, on one veth pair."""
-    outcomes = [Outcome(s.name, s.about) for s in systems]
+    """Prepare every system, then run each ``repeat`` times on one veth pair: in each
+    repetition every mode of ``modes`` in turn, and within a mode every system in turn."""
+    outcomes = [Outcome(s.name, s.about, no_tput=s.throughput is None) for s in systems]
     for s, o in zip(systems, outcomes, strict=True):
         if s.prepare is not None:
             try:
@@ -547,36 +788,79 @@ def measure(
                 log(f"{s.name}: unavailable: {e}")
     with veth_pair(pair):
         for rep in range(repeat):
-            for s, o in zip(systems, outcomes, strict=True):
-                if o.unavailable:
-                    continue
-                started = time.monotonic()
-                try:
-                    r = s.run(pair, settings)
-                except PeerError as e:
-                    o.errors.append(str(e))
-                    log(f"{s.name:>12} run {rep + 1}/{repeat}  FAILED: {e}")
-                    continue
-                o.runs.append(r)
-                mode = f"  {r['xdp_mode']} XDP" if "xdp_mode" in r else ""
-                log(
-                    f"{s.name:>12} run {rep + 1}/{repeat}  p50 {r['p50_us']:7.1f} us"
-                    f"  p99 {r['p99_us']:7.1f} us  {r['msg_per_s']:10,.0f} rtt/s"
-                    f"  {r['done']}/{settings.count} done{mode}"
-                    f"  ({time.monotonic() - started:.1f} s)"
-                )
+            for mode in (m for m in MODES if m in modes):
+                for s, o in zip(systems, outcomes, strict=True):
+                    if o.unavailable:
+                        continue
+                    if mode == "pingpong":
+                        _pingpong_once(s, o, settings, pair, log, f"{rep + 1}/{repeat}")
+                    elif s.throughput is not None:
+                        _throughput_once(s, o, settings, pair, log, f"{rep + 1}/{repeat}")
     return outcomes
+
+
+def _pingpong_once(
+    s: System, o: Outcome, settings: Settings, pair: VethPair, log: Callable[[str], None], n: str
+) -> None:
+    started = time.monotonic()
+    try:
+        r = s.run(pair, settings)
+    except PeerError as e:
+        o.errors.append(str(e))
+        log(f"{s.name:>12} ping-pong  {n}  FAILED: {e}")
+        return
+    o.runs.append(r)
+    mode = f"  {r['xdp_mode']} XDP" if "xdp_mode" in r else ""
+    log(
+        f"{s.name:>12} ping-pong  {n}  p50 {r['p50_us']:7.1f} us"
+        f"  p99 {r['p99_us']:7.1f} us  {r['msg_per_s']:10,.0f} rtt/s"
+        f"  {r['done']}/{settings.count} done{mode}"
+        f"  ({time.monotonic() - started:.1f} s)"
+    )
+
+
+def _throughput_once(
+    s: System, o: Outcome, settings: Settings, pair: VethPair, log: Callable[[str], None], n: str
+) -> None:
+    assert s.throughput is not None
+    started = time.monotonic()
+    try:
+        r = s.throughput(pair, settings)
+    except PeerError as e:
+        o.tput_errors.append(str(e))
+        log(f"{s.name:>12} throughput {n}  FAILED: {e}")
+        return
+    o.tput_runs.append(r)
+    mode = f"  {r['xdp_mode']} XDP" if "xdp_mode" in r else ""
+    log(
+        f"{s.name:>12} throughput {n}  {r['msg_per_s']:12,.0f} msg/s"
+        f"  {r['received']}/{r['sent']} delivered ({_pct(r['delivered'])} %)"
+        f"  sink stopped on {r.get('stop', '?')}{mode}"
+        f"  ({time.monotonic() - started:.1f} s)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.xdp_veth",
-        description="Ping-pong of the raw baselines (AF_XDP, kernel UDP) across a veth pair "
-        "between two network namespaces of its own, as ratios to raw AF_XDP. Needs root.",
+        description="Ping-pong and one-way throughput of the raw baselines (AF_XDP, kernel "
+        "UDP) and INSANE across a veth pair between two network namespaces of its own, as "
+        "ratios to raw AF_XDP. Needs root.",
     )
     p.add_argument("--size", type=int, default=64, help="UDP payload bytes (1..1472)")
     p.add_argument("--count", type=int, default=20_000, help="measured round trips per run")
     p.add_argument("--warmup", type=int, default=None, help="warm-up round trips (10%%, <=1000)")
+    p.add_argument(
+        "--tput-count",
+        type=int,
+        default=200_000,
+        help="messages each throughput run sends (the same for every system)",
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated subset of " + ",".join(MODES) + " (default: both)",
+    )
     p.add_argument("--repeat", type=int, default=3, help="runs per system (medians are shown)")
     p.add_argument(
         "--systems",
@@ -587,8 +871,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pin",
         choices=["auto", "same", "split", "none"],
         default="auto",
-        help="CPU placement of server and client: auto = each system's own (AF_XDP peers "
-        "busy-poll, so one CPU each; UDP peers share one), same, split or none",
+        help="CPU placement of server/sink and client/blaster: auto = each system's own for "
+        "ping-pong (AF_XDP and INSANE peers busy-poll, so one CPU each; UDP peers share one) "
+        "and one CPU each for every throughput run; same, split or none apply to both modes",
     )
     p.add_argument(
         "--xdp-mode",
@@ -601,10 +886,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.size <= 1472:
         p.error("--size: 1..1472 bytes (one frame at an MTU of 1500)")
-    if args.count < 1 or args.repeat < 1:
-        p.error("--count and --repeat must be positive")
+    if args.count < 1 or args.repeat < 1 or args.tput_count < 1:
+        p.error("--count, --tput-count and --repeat must be positive")
     if args.warmup is None:
         args.warmup = default_warmup(args.count)
+    args.mode_list = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad_modes = set(args.mode_list) - set(MODES)
+    if bad_modes or not args.mode_list:
+        p.error(f"--modes: unknown {', '.join(sorted(bad_modes))}; known: {','.join(MODES)}")
     names = [s.name for s in SYSTEMS]
     args.system_list = (
         names if args.systems is None else [n.strip() for n in args.systems.split(",") if n]
@@ -628,20 +917,30 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)  # unwinds through veth_pair's clean-up
 
     signal.signal(signal.SIGTERM, on_term)
-    settings = Settings(args.size, args.count, args.warmup, args.pin, args.xdp_mode)
+    settings = Settings(
+        args.size, args.count, args.warmup, args.pin, args.xdp_mode, args.tput_count
+    )
     systems = [s for s in SYSTEMS if s.name in args.system_list]
+    modes = args.mode_list
     pair = VethPair()
     t0 = time.monotonic()
-    outcomes = measure(systems, settings, args.repeat, pair, log)
+    outcomes = measure(systems, settings, args.repeat, pair, log, modes)
     log(f"# measured in {time.monotonic() - t0:.1f} s on {len(usable_cpus())} CPUs")
-    print(format_table(outcomes, args.reference, settings), flush=True)
+    tables = []
+    if "pingpong" in modes:
+        tables.append(format_table(outcomes, args.reference, settings))
+    if "throughput" in modes:
+        tables.append(format_tput_table(outcomes, args.reference, settings))
+    print("\n\n".join(tables), flush=True)
     if args.json:
         ref = next((o.summary() for o in outcomes if o.system == args.reference), None)
+        tref = next((o.tput_summary() for o in outcomes if o.system == args.reference), None)
         doc = {
             "environment": environment(),
             "settings": {
                 **asdict(settings),
                 "repeat": args.repeat,
+                "modes": modes,
                 "reference": args.reference,
                 "veth": asdict(pair),
             },
@@ -657,12 +956,30 @@ def main(argv: list[str] | None = None) -> int:
                     },
                     "runs": o.runs,
                     "errors": o.errors,
+                    "throughput": None
+                    if o.no_tput
+                    else {
+                        "median": o.tput_summary(),
+                        "ratios": {
+                            "msg_per_s": _ratio(
+                                o.tput_summary()["msg_per_s"], tref["msg_per_s"] if tref else None
+                            )
+                        },
+                        "runs": o.tput_runs,
+                        "errors": o.tput_errors,
+                    },
                 }
                 for o in outcomes
             ],
         }
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-    failed = any(o.errors or not o.runs or o.unavailable for o in outcomes)
+    failed = False
+    for o in outcomes:
+        failed |= o.unavailable is not None
+        if "pingpong" in modes:
+            failed |= bool(o.errors) or not o.runs
+        if "throughput" in modes and not o.no_tput:
+            failed |= bool(o.tput_errors) or not o.tput_runs
     return 1 if failed else 0
 
 

@@ -441,10 +441,24 @@ static void reclaim(SocketObject *s)
     }
 }
 
+/* Wake the kernel to transmit. In copy mode each sendto() moves a bounded batch of frames
+ * (and fails with EAGAIN while more wait, or EBUSY while the completion ring is full), so
+ * keep kicking, taking back completed frames, until the ring is empty or the kernel stops. */
 static void kick(SocketObject *s)
 {
-    if (xsk_ring_prod__needs_wakeup(&s->tx))
-        sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+    for (int i = 0; i < 256; i++) {
+        if (!xsk_ring_prod__needs_wakeup(&s->tx) && s->zero_copy)
+            return;
+        if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0) {
+            reclaim(s);
+            if (!s->outstanding_tx || s->zero_copy)
+                return;
+            continue;
+        }
+        if (errno != EAGAIN && errno != EBUSY && errno != ENOBUFS && errno != EINTR)
+            return;
+        reclaim(s);
+    }
 }
 
 static PyObject *Socket_send(SocketObject *s, PyObject *items)

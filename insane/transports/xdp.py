@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -129,6 +130,9 @@ class XdpTransport(Transport):
         )
 
     async def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wait_drained(), 1.0)  # what was sent, leaves
         sock, self._sock = self._sock, None
         if sock is None:
             return
@@ -281,8 +285,14 @@ class XdpTransport(Transport):
             self._drained.set()
 
     async def wait_drained(self) -> None:
+        """Return once every datagram handed over has left: none queued in user space, none
+        left on the TX ring (the kernel has completed them)."""
         if self._drained is not None and self._backlog:
             await self._drained.wait()
+        for _ in range(1000):
+            if self._sock is None or not self._sock.flush():
+                return
+            await asyncio.sleep(0.001)
 
     # ------------------------------------------------------------------ next hops
 
