@@ -34,6 +34,10 @@ log = logging.getLogger("insane.xdp")
 _RECV_BURST = 256
 #: How long start() retries a queue that is still busy (seconds).
 _BUSY_WAIT = 3.0
+#: UMEM frames, half to receive, half to send. The RX ring must hold what peers may send
+#: before we read it: a flow-control window (4 MiB) of full datagrams is about 3,000 frames,
+#: so 8,192 leave room for smaller ones. 2 KiB frames where the MTU allows: 32 MiB of UMEM.
+_FRAMES = 16384
 #: insane_dropped_total reason -> the native layer's counter
 _DROPS = {"malformed": "malformed", "bad_checksum": "bad_checksum", "rx_ring_full": "rx_dropped"}
 #: Poll mode returns to the event loop at least this often (seconds).
@@ -106,6 +110,8 @@ class XdpTransport(Transport):
                     [self._port],
                     mode=self._mode,
                     zero_copy=zc,
+                    frames=_FRAMES,
+                    frame_size=2048 if self._max_datagram + 42 <= 2048 else 4096,
                 )
                 break
             except OSError as exc:
