@@ -27,7 +27,8 @@ def registry_dir(domain: int) -> Path:
     return Path(base) / f"insane-{os.getuid()}" / f"net{_netns_id()}-d{domain}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -79,7 +80,7 @@ class HostRegistry:
                 host, port, pid = str(info["host"]), int(info["port"]), int(info["pid"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if not _alive(pid):
+            if not process_alive(pid):
                 path.unlink(missing_ok=True)
                 continue
             if host == "0.0.0.0":

@@ -21,6 +21,8 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from insane.host_registry import process_alive
+
 log = logging.getLogger("insane.metrics")
 
 
@@ -91,18 +93,8 @@ def _prune(d: Path) -> None:
             pid = int(f.stem.removeprefix("insane-"))
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not process_alive(pid):
             f.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_targets() -> None:

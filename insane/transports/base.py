@@ -8,6 +8,7 @@ the ``on_receive`` callback it supplied at start.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -71,3 +72,31 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop the datapath and release everything it holds."""
+
+
+def busy_poll(
+    poll_once: Callable[[], bool | None],
+    until: Callable[[], bool] | None,
+    idle: float,
+    limit: float,
+) -> bool:
+    """The loop of a transport's ``spin`` (``consumption: poll``): call ``poll_once`` (which
+    delivers what it read and returns True, False when nothing was there, None when the
+    datapath failed) until ``until()`` holds after a delivery (True), or nothing came for
+    ``idle`` seconds, or ``limit`` seconds passed (False)."""
+    clock = time.perf_counter
+    start = last = clock()
+    while True:
+        got = poll_once()
+        if got is None:
+            return False
+        if not got:
+            now = clock()
+            if now - last > idle or now - start > limit:
+                return False
+            continue
+        if until is not None and until():
+            return True
+        last = clock()
+        if last - start > limit:
+            return False

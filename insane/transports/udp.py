@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from insane.netif import path_mtu, resolve_bind
-from insane.transports.base import Address, Datagram, ReceiveCallback, Transport
+from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, busy_poll
 
 _IP_UDP_HEADERS = 28
 _MAX_UDP_PAYLOAD = 65507
@@ -162,26 +162,20 @@ class UdpTransport(Transport):
             return False
         deliver = self._on_receive
         recv = sock.recvfrom
-        clock = time.perf_counter
-        start = last = clock()
+
+        def poll_once() -> bool | None:
+            try:
+                item = recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                return None
+            deliver([item])
+            return True
+
         self._spinning = True
         try:
-            while True:
-                try:
-                    item = recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    now = clock()
-                    if now - last > idle or now - start > limit:
-                        return False
-                    continue
-                except OSError:
-                    return False
-                deliver([item])
-                if until is not None and until():
-                    return True
-                last = clock()
-                if last - start > limit:
-                    return False
+            return busy_poll(poll_once, until, idle, limit)
         finally:
             self._spinning = False
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from insane.metrics import STORE
 from insane.transports import frames
-from insane.transports.base import Address, Datagram, ReceiveCallback, Transport
+from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, busy_poll
 
 log = logging.getLogger("insane.xdp")
 
@@ -200,28 +200,17 @@ class XdpTransport(Transport):
         deliver = self._on_receive
         recv = sock.recv
         kernel = self.kernel_poll
-        clock = time.perf_counter
-        start = last = clock()
+
+        def poll_once() -> bool | None:
+            batch = recv(_RECV_BURST)
+            if batch:
+                deliver(batch)
+                return True
+            return kernel() if kernel is not None else False
+
         self._spinning = True
         try:
-            while True:
-                batch = recv(_RECV_BURST)
-                if not batch:
-                    if kernel is not None and kernel():
-                        if until is not None and until():
-                            return True
-                        last = clock()
-                        continue
-                    now = clock()
-                    if now - last > idle or now - start > limit:
-                        return False
-                    continue
-                deliver(batch)
-                if until is not None and until():
-                    return True
-                last = clock()
-                if last - start > limit:
-                    return False
+            return busy_poll(poll_once, until, idle, limit)
         finally:
             self._spinning = False
 
