@@ -117,12 +117,15 @@ def observed() -> Iterator[Setup]:
             p.stop()
 
 
-def wait_for(prom: Prometheus, promql: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+def wait_for(
+    prom: Prometheus, promql: str, timeout: float = 30.0, series: int = 1
+) -> list[dict[str, Any]]:
+    """The query's result once it has at least ``series`` series (or the last one tried)."""
     deadline = time.monotonic() + timeout
     result: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         result = prom.query(promql)
-        if result:
+        if len(result) >= series:
             return result
         time.sleep(0.5)
     return result
@@ -161,10 +164,12 @@ def test_the_numbers_prometheus_sees_are_the_traffic(observed: Setup) -> None:
     configured channel pattern, the route and its fallback are visible, RTT is measured."""
     prom = observed.prom
     rates = wait_for(
-        prom, 'sum by (instance) (rate(insane_messages_received_total{channel="obs.>"}[1m])) > 50'
+        prom,
+        'sum by (instance) (rate(insane_messages_received_total{channel="obs.>"}[1m])) > 50',
+        series=2,
     )
     assert len(rates) == 2, rates
-    routes = wait_for(prom, 'insane_route_info{channel="obs.>"}')
+    routes = wait_for(prom, 'insane_route_info{channel="obs.>"}', series=2)
     assert {(r["metric"]["peer"].split("-")[0], r["metric"]["transport"]) for r in routes} == {
         ("left", "udp"),
         ("right", "udp"),
@@ -175,6 +180,7 @@ def test_the_numbers_prometheus_sees_are_the_traffic(observed: Setup) -> None:
     p99 = wait_for(
         prom,
         "histogram_quantile(0.99, sum by (le, peer) (rate(insane_peer_rtt_seconds_bucket[1m])))",
+        series=2,
     )
     assert len(p99) == 2 and all(0 < float(r["value"][1]) < 1 for r in p99), p99
     peers = prom.query("sum(insane_peers_alive)")
