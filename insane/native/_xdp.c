@@ -33,7 +33,9 @@
 #include <bpf/libbpf.h>
 #include <xdp/xsk.h>
 
-#define HDR_LEN 42 /* Ethernet 14 + IPv4 20 + UDP 8 */
+#include "udp_frames.h"
+
+#define HDR_LEN UDP_FRAME_HDR
 
 typedef struct {
     PyObject_HEAD
@@ -54,34 +56,6 @@ typedef struct {
     /* counters */
     unsigned long long rx_frames, tx_frames, bad_checksum, malformed, tx_full;
 } SocketObject;
-
-/* ------------------------------------------------------------------------------ checksums */
-
-static uint32_t sum16(const uint8_t *p, size_t n, uint32_t acc)
-{
-    while (n > 1) {
-        acc += (uint32_t)p[0] << 8 | p[1];
-        p += 2;
-        n -= 2;
-    }
-    if (n)
-        acc += (uint32_t)p[0] << 8;
-    return acc;
-}
-
-static uint16_t fold(uint32_t acc)
-{
-    while (acc >> 16)
-        acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
-
-/* The UDP pseudo-header sum (not complemented), host order. */
-static uint32_t pseudo_sum(const uint8_t *ip, uint16_t udp_len)
-{
-    uint32_t acc = sum16(ip + 12, 8, 0); /* source and destination addresses */
-    return acc + 17 + udp_len;
-}
 
 /* ---------------------------------------------------------------------------------- setup */
 
@@ -347,40 +321,13 @@ static void refill(SocketObject *s, const uint64_t *addrs, uint32_t n)
 /* An IPv4/UDP frame's payload, or NULL (counted) when it is not a well-formed one. */
 static const uint8_t *parse(SocketObject *s, const uint8_t *f, uint32_t len, uint16_t *plen)
 {
-    if (len < HDR_LEN || f[12] != 0x08 || f[13] != 0x00) {
+    const uint8_t *payload, *ip, *udp;
+    enum frame_verdict v = frame_parse(f, len, &payload, plen, &ip, &udp);
+    if (v == FRAME_MALFORMED)
         s->malformed++;
-        return NULL;
-    }
-    const uint8_t *ip = f + 14;
-    uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4;
-    uint32_t tot = (uint32_t)ip[2] << 8 | ip[3];
-    if ((ip[0] >> 4) != 4 || ihl < 20 || ip[9] != 17 || tot < ihl + 8 || 14 + tot > len ||
-        ((ip[6] & 0x3f) | ip[7])) {
-        s->malformed++;
-        return NULL;
-    }
-    if (fold(sum16(ip, ihl, 0)) != 0xffff) {
+    else if (v == FRAME_BAD_CHECKSUM)
         s->bad_checksum++;
-        return NULL;
-    }
-    const uint8_t *udp = ip + ihl;
-    uint16_t ulen = (uint16_t)(udp[4] << 8 | udp[5]);
-    if (ulen < 8 || ulen > tot - ihl) {
-        s->malformed++;
-        return NULL;
-    }
-    uint16_t field = (uint16_t)(udp[6] << 8 | udp[7]);
-    if (field) {
-        uint32_t ps = pseudo_sum(ip, ulen);
-        /* Complete, or (from a kernel sender over veth, whose checksum offload leaves it to a
-         * NIC that does not exist) only the pseudo-header part, as CHECKSUM_PARTIAL writes it. */
-        if (fold(sum16(udp, ulen, ps)) != 0xffff && field != fold(ps)) {
-            s->bad_checksum++;
-            return NULL;
-        }
-    }
-    *plen = (uint16_t)(ulen - 8);
-    return udp + 8;
+    return v == FRAME_OK ? payload : NULL;
 }
 
 static PyObject *Socket_recv(SocketObject *s, PyObject *arg)
@@ -497,22 +444,8 @@ static PyObject *Socket_send(SocketObject *s, PyObject *items)
         Py_ssize_t plen = PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0));
         uint64_t addr = s->free_tx[--s->n_free_tx];
         uint8_t *f = xsk_umem__get_data(s->buffer, addr);
-        memcpy(f, hdr, HDR_LEN);
-        memcpy(f + HDR_LEN, payload, (size_t)plen);
-        uint8_t *ip = f + 14, *udp = f + 34;
-        uint16_t tot = (uint16_t)(20 + 8 + plen), ulen = (uint16_t)(8 + plen);
-        uint16_t id = s->ip_id++;
-        ip[2] = (uint8_t)(tot >> 8), ip[3] = (uint8_t)tot;
-        ip[4] = (uint8_t)(id >> 8), ip[5] = (uint8_t)id;
-        ip[10] = ip[11] = 0;
-        uint16_t c = (uint16_t)~fold(sum16(ip, 20, 0));
-        ip[10] = (uint8_t)(c >> 8), ip[11] = (uint8_t)c;
-        udp[4] = (uint8_t)(ulen >> 8), udp[5] = (uint8_t)ulen;
-        udp[6] = udp[7] = 0;
-        c = (uint16_t)~fold(sum16(udp, ulen, pseudo_sum(ip, ulen)));
-        if (!c)
-            c = 0xffff; /* 0 means "no checksum" in UDP over IPv4 */
-        udp[6] = (uint8_t)(c >> 8), udp[7] = (uint8_t)c;
+        frame_fill(f, (const uint8_t *)hdr, (const uint8_t *)payload, (uint16_t)plen,
+                   s->ip_id++);
         struct xdp_desc *d = xsk_ring_prod__tx_desc(&s->tx, idx + i);
         d->addr = addr;
         d->len = (uint32_t)(HDR_LEN + plen);
