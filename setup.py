@@ -5,6 +5,9 @@
   (insane/native/xdp_redirect.bpf.c, compiled with clang for BPF into xdp_redirect.bpf.o):
   the AF_XDP transport. Built where the headers and clang are (Debian: libxdp-dev,
   libbpf-dev, clang); elsewhere the transport is unavailable and `insane doctor` says why.
+- insane._dpdk (insane/native/_dpdk.c, on DPDK's EAL, ethdev and mbuf): the DPDK transport.
+  Built where pkg-config finds libdpdk (Debian: dpdk-dev); the drivers (net_af_packet,
+  net_af_xdp, net_tap, PCI NICs) are loaded by the EAL at run time.
 """
 
 import os
@@ -17,6 +20,18 @@ from setuptools.command.build_ext import build_ext
 
 BPF_SOURCE = "insane/native/xdp_redirect.bpf.c"
 BPF_OBJECT = "insane/native/xdp_redirect.bpf.o"
+
+
+def dpdk_flags() -> tuple[list[str], list[str]] | None:
+    """(compile flags, libraries) for DPDK from pkg-config, or None without it."""
+    try:
+        cflags = subprocess.run(
+            ["pkg-config", "--cflags", "libdpdk"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    libs = ["rte_eal", "rte_ethdev", "rte_mbuf", "rte_mempool", "rte_ring", "rte_net"]
+    return cflags, libs
 
 
 def have_xdp_headers() -> bool:
@@ -69,6 +84,18 @@ if have_xdp_headers():
             libraries=["xdp", "bpf"],
             extra_compile_args=["-O2", "-Wall"],
             optional=True,  # without it the AF_XDP transport is unavailable, and says why
+        )
+    )
+
+dpdk = dpdk_flags()
+if dpdk is not None:
+    extensions.append(
+        Extension(
+            "insane._dpdk",
+            sources=["insane/native/_dpdk.c"],
+            libraries=dpdk[1],
+            extra_compile_args=["-O2", "-Wall", *dpdk[0]],
+            optional=True,  # without it the DPDK transport is unavailable, and says why
         )
     )
 
