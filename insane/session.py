@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import itertools
 import logging
@@ -60,6 +61,7 @@ from insane.subjects import (
 from insane.subscription import Callback, Subscription
 from insane.transports import multicast
 from insane.transports.base import Address, TransportCapability
+from insane.transports.dpdk import DpdkTransport
 from insane.transports.registry import probe_all
 from insane.transports.udp import UdpTransport
 from insane.transports.xdp import XdpTransport
@@ -253,7 +255,7 @@ class Session:
         self._batch_rx = STORE.cell("insane_batches_received", "udp")
         # Transports by name: kernel UDP always; a kernel-bypass one when it started.
         self._senders: dict[str, Any] = {"udp": self._udp}
-        self._xdp: XdpTransport | None = None
+        self._bypass: list[Any] = []  # the kernel-bypass transports that started
         self._rx_via = "udp"  # the transport of the batch being received
         self._woken = False  # a delivery woke a task waiting in next_msg (Subscription._wake)
         self._udp.spin_until = self._take_woken
@@ -262,8 +264,8 @@ class Session:
 
     async def _start(self) -> None:
         self._capabilities = probe_all(self.config)
-        await self._udp.start(self._on_datagrams)
-        await self._start_xdp()
+        await self._udp.start(self._on_udp_datagrams)
+        await self._start_bypass()
         # The largest frame body that fits a datagram with every prefix it may carry (header,
         # POSITION, SEQ): a datagram must never exceed the path's MTU, or the kernel splits it
         # into IP fragments, and with loss on the path incomplete fragment chains fill the
@@ -301,39 +303,54 @@ class Session:
         self._ticker = self._loop.create_task(self._tick_loop())
         await self._settle(expected)
 
-    async def _start_xdp(self) -> None:
-        """Open the AF_XDP datapath on the kernel socket's port when the probe found it usable;
-        if it fails to start, the session goes on over kernel UDP and says why."""
-        cap = self._capabilities.get("xdp")
-        if cap is None or not cap.available:
-            return
-        cfg = self.config.transports.xdp
-        assert cfg.interface is not None
-        ip = str(cap.details.get("interface_ipv4"))
-        xdp = XdpTransport(
-            cfg.interface,
-            cfg.queue,
-            ip,
-            self._udp.local_address[1],
-            fallback=self._udp,
-            mode=cfg.mode,
-            zero_copy=cfg.zero_copy,
-        )
-        try:
-            await xdp.start(self._on_xdp_datagrams)
-        except OSError as exc:
-            log.warning("AF_XDP on %s did not start (%s): using kernel UDP", cfg.interface, exc)
-            self._capabilities["xdp"] = dataclasses.replace(
-                cap, available=False, reason=f"failed to start: {exc}"
+    async def _start_bypass(self) -> None:
+        """Open the kernel-bypass datapaths (AF_XDP, DPDK) the probes found usable, on the
+        kernel socket's port; one that fails to start is reported unavailable, with why, and
+        the session goes on without it."""
+        for name in ("xdp", "dpdk"):
+            cap = self._capabilities.get(name)
+            if cap is None or not cap.available:
+                continue
+            transport = self._bypass_transport(name, cap)
+            try:
+                await transport.start(functools.partial(self._on_bypass_datagrams, name))
+            except OSError as exc:
+                log.warning("%s did not start (%s): using kernel UDP", name, exc)
+                self._capabilities[name] = dataclasses.replace(
+                    cap, available=False, reason=f"failed to start: {exc}"
+                )
+                STORE.set_gauge("insane_transport_available", (name,), 0.0)
+                continue
+            transport.kernel_poll = self._poll_kernel_once
+            transport.spin_until = self._take_woken
+            self._bypass.append(transport)
+            self._senders[name] = transport
+            metrics.init_transport(name)
+        self._discovery.transports = tuple(self._senders)
+
+    def _bypass_transport(self, name: str, cap: TransportCapability) -> Any:
+        port = self._udp.local_address[1]
+        if name == "xdp":
+            cfg = self.config.transports.xdp
+            assert cfg.interface is not None
+            return XdpTransport(
+                cfg.interface,
+                cfg.queue,
+                str(cap.details.get("interface_ipv4")),
+                port,
+                fallback=self._udp,
+                mode=cfg.mode,
+                zero_copy=cfg.zero_copy,
             )
-            STORE.set_gauge("insane_transport_available", ("xdp",), 0.0)
-            return
-        xdp.kernel_poll = self._poll_kernel_once
-        xdp.spin_until = self._take_woken
-        self._xdp = xdp
-        self._senders["xdp"] = xdp
-        self._discovery.transports = ("udp", "xdp")
-        metrics.init_transport("xdp")
+        dpdk = self.config.transports.dpdk
+        return DpdkTransport(
+            dpdk.eal_args,
+            dpdk.port or 0,
+            str(cap.details.get("ip")),
+            port,
+            fallback=self._udp,
+            interface=dpdk.interface,
+        )
 
     def _start_metrics(self) -> None:
         metrics.init_transport("udp")
@@ -418,8 +435,8 @@ class Session:
                 if now >= next_scan:
                     next_scan = now + disc.heartbeat_interval
                     self._rediscover()
-                    if self._xdp is not None:
-                        self._xdp.count_drops()
+                    for t in self._bypass:
+                        t.count_drops()
                 if now >= next_beacon:
                     next_beacon = now + max(1.0, disc.heartbeat_interval)
                     self._beacon()
@@ -479,8 +496,8 @@ class Session:
             STORE.forget_histogram(RTT, "udp", metrics.peer_label(peer.name, peer.peer_id))
         if self._mcast is not None:
             await self._mcast.close()
-        if self._xdp is not None:
-            await self._xdp.close()
+        for t in self._bypass:
+            await t.close()
         await self._udp.close()
         self._progress.set()
 
@@ -1088,7 +1105,7 @@ class Session:
                 self._flush_due = False
             self._flush()  # about to wait: the request leaves now
             ch = fast.ch if fast is not None else self._channel(subject)
-            spinner = self._xdp or self._udp
+            spinner = self._bypass[0] if self._bypass else self._udp
             if self._poll(ch) and not spinner.spinning:
                 # consumption: poll: read the reply off the socket ourselves, without a
                 # round through the event loop (see UdpTransport.spin).
@@ -1155,18 +1172,28 @@ class Session:
     def _backlog_bytes(self) -> int:
         """Bytes the transports hold in user space because the kernel or a ring pushed back."""
         n = self._udp.backlog_bytes
-        return n + self._xdp.backlog_bytes if self._xdp is not None else n
+        return n + sum(int(t.backlog_bytes) for t in self._bypass)
 
     async def _wait_drained(self) -> None:
         for t in self._senders.values():
             await t.wait_drained()
 
-    def _on_xdp_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
-        self._rx_via = "xdp"
+    def _on_bypass_datagrams(self, via: str, batch: list[tuple[bytes, Address]]) -> None:
+        self._rx_via = via
         try:
             self._on_datagrams(batch)
         finally:
             self._rx_via = "udp"
+
+    def _on_udp_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
+        """The kernel socket's batches. A DPDK virtual device on a kernel interface sees the
+        same frames as the kernel: what came from a source the port delivers is a copy."""
+        for t in self._bypass:
+            shadow = getattr(t, "sources", None)
+            if shadow:
+                batch = [item for item in batch if item[1] not in shadow]
+        if batch:
+            self._on_datagrams(batch)
 
     def _take_woken(self) -> bool:
         woken, self._woken = self._woken, False
@@ -1178,7 +1205,7 @@ class Session:
             item = self._udp.socket.recvfrom(65536)
         except OSError:
             return False
-        self._on_datagrams([item])
+        self._on_udp_datagrams([item])
         return True
 
     def _open(self, batch: list[tuple[bytes, Address]]) -> list[tuple[bytes, Address]]:
@@ -1483,8 +1510,8 @@ class Session:
                 log.info("peer down (%s): %s (%016x)", ev.reason, ev.peer.name, ev.peer.peer_id)
                 self._router.drop_remote(ev.peer.peer_id)
                 self._reassembler.forget_sender(ev.peer.peer_id)
-                if self._xdp is not None:
-                    self._xdp.forget(ev.peer.addr)
+                for t in self._bypass:
+                    t.forget(ev.peer.addr)
                 for key in [k for k in self._routes if k[1] == ev.peer.peer_id]:
                     self._forget_route(key)
                 STORE.forget_histogram(

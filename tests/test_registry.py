@@ -44,7 +44,7 @@ def test_udp_unavailable_when_the_address_is_not_local() -> None:
     assert "192.0.2.123" in udp.reason
 
 
-@pytest.mark.parametrize("name", ["dpdk", "rdma"])
+@pytest.mark.parametrize("name", ["rdma"])
 def test_unimplemented_datapaths_are_unavailable_with_a_reason(name: str) -> None:
     c = probe(name, load_config({}))
     assert not c.available
@@ -114,11 +114,20 @@ def test_unknown_name() -> None:
 
 
 def test_transport_class_is_lazy_and_limited_to_implementations() -> None:
-    assert set(IMPLEMENTATIONS) == {"udp", "xdp"}
+    assert set(IMPLEMENTATIONS) == {"udp", "xdp", "dpdk"}
     assert IMPLEMENTATIONS["udp"] == "insane.transports.udp:UdpTransport"
     assert registry.transport_class("xdp").name == "xdp"
+    assert registry.transport_class("dpdk").name == "dpdk"
     with pytest.raises(KeyError):
-        registry.transport_class("dpdk")
+        registry.transport_class("rdma")
+
+
+def test_dpdk_without_a_device_says_what_to_write() -> None:
+    """No EAL arguments: the probe does not start the EAL and says what a device looks like."""
+    c = probe("dpdk", load_config({}))
+    assert not c.available and c.details["implemented"] is True
+    assert "transports.dpdk.eal_args is not set" in c.reason
+    assert "eal" not in c.details  # the EAL was not started
 
 
 def test_xdp_without_an_interface_says_so_and_is_implemented() -> None:

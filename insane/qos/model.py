@@ -331,9 +331,17 @@ class XdpConfig(Section):
 
 
 class DpdkConfig(Section):
+    """The DPDK port (insane/transports/dpdk.py): EAL arguments (a ``--vdev`` for a virtual
+    device, ``-a PCI`` for a NIC), the port's index, and the kernel interface it stands for
+    when there is one (default: the ``iface=`` of a ``--vdev``): its address and neighbour
+    table are used."""
+
     enabled: Flag = True
     eal_args: Names = ()
     port: Annotated[int | None, _opt(_int_in(0, 65535))] = None
+    interface: Annotated[str | None, _opt(_name)] = None
+    #: This host's IPv4 address on the port (default: transports.udp.bind, or the interface's)
+    ip: Annotated[str | None, _opt(_name)] = None
 
 
 class RdmaConfig(Section):

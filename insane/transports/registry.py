@@ -30,13 +30,13 @@ if TYPE_CHECKING:
 IMPLEMENTATIONS: dict[str, str] = {
     "udp": "insane.transports.udp:UdpTransport",
     "xdp": "insane.transports.xdp:XdpTransport",
+    "dpdk": "insane.transports.dpdk:DpdkTransport",
 }
 
 _CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
 _AF_XDP = 44
 _INFINIBAND = Path("/sys/class/infiniband")
 _NOT_BUILT = {
-    "dpdk": "the DPDK datapath is not built into this release",
     "rdma": "the RDMA datapath is not built into this release",
 }
 
@@ -188,12 +188,17 @@ def _probe_xdp(config: Config) -> TransportCapability:
 
 
 def _probe_dpdk(config: Config) -> TransportCapability:
+    """Static checks first; when they pass, the EAL is started (in this process, once: the
+    session that probes is the one that uses it), so its own error message is the reason."""
     cfg = config.transports.dpdk
     hugepages = _hugepages_total()
     checks: Checks = {
         "enabled": cfg.enabled,
         "root": os.geteuid() == 0,
         "librte_eal": _find_library("rte_eal"),
+        "native_module": _importable("insane._dpdk"),
+        "eal_args": list(cfg.eal_args),
+        "port": cfg.port,
         "hugepages_total": hugepages,
         "no_huge": hugepages == 0,  # informational: EAL then runs with --no-huge
     }
@@ -204,14 +209,55 @@ def _probe_dpdk(config: Config) -> TransportCapability:
         problems.append("needs root")
     if not checks["librte_eal"]:
         problems.append("librte_eal not found (install DPDK, Debian: dpdk)")
+    if not checks["native_module"]:
+        problems.append("insane._dpdk is not built (install dpdk-dev, then reinstall)")
+    if not cfg.eal_args and cfg.port is None:
+        problems.append(
+            "transports.dpdk.eal_args is not set (a device: --vdev=net_af_packet0,iface=IF, "
+            "or -a PCI_ADDRESS)"
+        )
+    if not problems:
+        problems += _dpdk_runtime_checks(config, checks)
     return _capability(
         "dpdk",
         checks,
         problems,
-        "DPDK EAL" + (" with --no-huge" if hugepages == 0 else f" with {hugepages} hugepages"),
+        f"DPDK port {cfg.port or 0} of {checks.get('ports_found')}"
+        + (" with --no-huge" if hugepages == 0 else f" with {hugepages} hugepages"),
         consumption={"poll", "low"},
         kernel_bypass=True,
     )
+
+
+def _dpdk_runtime_checks(config: Config, checks: Checks) -> list[str]:
+    """Start the EAL and find the port and this host's address on it."""
+    from insane import _dpdk  # type: ignore[attr-defined]
+    from insane.transports.dpdk import start_eal, vdev_interface
+    from insane.transports.frames import interface_ipv4
+
+    cfg = config.transports.dpdk
+    try:
+        checks["eal"] = " ".join(start_eal(cfg.eal_args))
+    except OSError as exc:
+        return [str(exc)]
+    count = _dpdk.port_count()
+    checks["ports_found"] = count
+    port = cfg.port or 0
+    if port >= count:
+        return [f"no DPDK port {port} (transports.dpdk.port): the EAL found {count}"]
+    interface = cfg.interface or vdev_interface(cfg.eal_args)
+    checks["interface"] = interface
+    bind = config.transports.udp.bind
+    ip = cfg.ip or (bind if bind != "0.0.0.0" else None)
+    if ip is None and interface is not None:
+        ip = interface_ipv4(interface)
+    checks["ip"] = ip
+    if ip is None or ip.startswith("127."):
+        return [
+            "no address on the port: set transports.udp.bind (or transports.dpdk.ip) to this "
+            "host's address on that network"
+        ]
+    return []
 
 
 def _probe_rdma(config: Config) -> TransportCapability:

@@ -1,0 +1,390 @@
+"""DPDK transport: batches of UDP datagrams through a DPDK poll-mode port, on the same UDP
+port as the session's kernel socket.
+
+The native layer (insane._dpdk, insane/native/_dpdk.c) runs the EAL and one ethdev port: a
+PCI NIC, or a virtual device on a kernel interface (``net_af_packet``, ``net_af_xdp``,
+``net_tap``). The EAL starts once per process, from ``transports.dpdk.eal_args`` plus what a
+small machine needs when they do not say otherwise (:func:`eal_arguments`: ``--no-huge -m
+512`` without hugepages, a private file prefix, no telemetry, the process's own CPUs); its
+error message is what ``insane doctor`` shows. It is cleaned up at exit, and on SIGTERM when
+the application has not taken that signal itself.
+
+A port has no file descriptor to wake the event loop: ``consumption: poll`` busy-polls it
+(``spin``), ``low`` polls it from a timer that backs off from 20 us to 1 ms while idle.
+Next hops come from the kernel's neighbour table where a kernel interface is known, else from
+ARP through the port itself; until then datagrams go by the kernel socket. A virtual device
+on a kernel interface shows the kernel's copy of each frame to both sides: the kernel socket
+ignores datagrams from sources the port delivers (:attr:`sources`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from insane.metrics import STORE
+from insane.transports import frames
+from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, busy_poll
+
+log = logging.getLogger("insane.dpdk")
+
+_BURST = 64
+_SPIN_LIMIT = 0.005
+_POLL_MIN, _POLL_MAX = 20e-6, 1e-3
+_ARP_TIMEOUT = 1.0
+_DROPS = {"malformed": "malformed", "bad_checksum": "bad_checksum", "rx_ring_full": "rx_missed"}
+
+_eal_args: list[str] | None = None
+
+
+def hugepages_free() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("HugePages_Free:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def eal_arguments(user: Sequence[str]) -> list[str]:
+    """The EAL's arguments: the configured ones, plus defaults for what they leave out."""
+    args = list(user)
+    text = " ".join(args)
+    if "--no-huge" not in text and "--huge-dir" not in text and hugepages_free() == 0:
+        args.insert(0, "--no-huge")
+        if not re.search(r"(^| )(-m|--socket-mem)", text):
+            args[1:1] = ["-m", "512"]
+    if "--file-prefix" not in text and "--in-memory" not in text:
+        args += [f"--file-prefix=insane-{os.getpid()}", "--no-shconf"]
+    if "telemetry" not in text:
+        args.append("--no-telemetry")
+    if not re.search(r"(^| )(-l|-c|--lcores)", text):
+        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        args.append(f"--lcores=0@({cpus})")  # the main lcore keeps the process's CPUs
+    if "--log-level" not in text:
+        args.append("--log-level=*:error")
+    return args
+
+
+def start_eal(user: Sequence[str]) -> list[str]:
+    """Start the EAL in this process (once); raises OSError with the EAL's own message."""
+    global _eal_args
+    from insane import _dpdk  # type: ignore[attr-defined]
+
+    args = eal_arguments(user)
+    if _eal_args is not None:
+        if _eal_args != args:
+            raise OSError(
+                "the EAL already runs in this process with other arguments "
+                f"({' '.join(_eal_args)}); DPDK starts it once per process"
+            )
+        return args
+    _dpdk.init(args)
+    _eal_args = args
+    atexit.register(stop_eal)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    log.info("EAL: %s", " ".join(args))
+    return args
+
+
+def stop_eal() -> None:
+    """Stop every port and end the EAL (it cannot start again in this process)."""
+    from insane import _dpdk  # type: ignore[attr-defined]
+
+    if _dpdk.cleanup():
+        log.info("EAL: ports stopped, cleaned up")
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    stop_eal()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def vdev_interface(eal_args: Sequence[str]) -> str | None:
+    """The kernel interface of a virtual device in the EAL arguments (``iface=NAME``)."""
+    for a in eal_args:
+        m = re.search(r"--vdev[= ]?\S*iface=([^,\s]+)", a)
+        if m:
+            return m.group(1)
+    return None
+
+
+class DpdkTransport(Transport):
+    name = "dpdk"
+
+    def __init__(
+        self,
+        eal_args: Sequence[str],
+        port: int,
+        ip: str,
+        udp_port: int,
+        *,
+        fallback: Transport,
+        interface: str | None = None,
+    ) -> None:
+        self._eal = list(eal_args)
+        self._port_id = port
+        self._ip = ip
+        self._udp_port = udp_port
+        self._fallback = fallback
+        self.interface = interface or vdev_interface(eal_args)
+        mtu = frames.interface_mtu(self.interface) if self.interface else 1500
+        self._max_datagram = mtu - 28
+        self._port: Any = None
+        self._mac = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_receive: ReceiveCallback | None = None
+        self._headers: dict[Address, bytes | None] = {}
+        self._resolving: dict[str, float] = {}  # next hop -> when we asked by ARP
+        self._waiting: dict[str, list[Address]] = {}
+        self._backlog: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._backlog_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._delay = _POLL_MIN
+        self._drained: asyncio.Event | None = None
+        self._counted: dict[str, int] = {}
+        #: Sources the port delivered from: the kernel socket's copies of theirs are ignored.
+        self.sources: set[Address] = set()
+        self.poll_idle = 0.0
+        self.spin_until: Callable[[], bool] | None = None
+        self.kernel_poll: Callable[[], bool] | None = None
+        self._spinning = False
+        self.driver = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, on_receive: ReceiveCallback) -> None:
+        from insane import _dpdk  # type: ignore[attr-defined]
+
+        start_eal(self._eal)
+        self._port = _dpdk.Port(self._port_id, self._ip, [self._udp_port])
+        self._mac = bytes(self._port.mac)
+        self.driver = str(self._port.driver)
+        self._on_receive = on_receive
+        self._loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._timer = self._loop.call_later(0, self._poll)
+        log.info(
+            "DPDK port %d (%s, %s) on port %d",
+            self._port_id,
+            self.driver,
+            frames.mac_text(self._mac),
+            self._udp_port,
+        )
+
+    async def close(self) -> None:
+        if self._port is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wait_drained(), 1.0)
+        port, self._port = self._port, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        if self._drained is not None:
+            self._drained.set()
+        if port is not None:
+            port.close()
+
+    @property
+    def local_address(self) -> Address:
+        return self._ip, self._udp_port
+
+    @property
+    def max_datagram(self) -> int:
+        return self._max_datagram
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._port.stats()) if self._port is not None else {}
+
+    def count_drops(self) -> None:
+        """The native counters into insane_dropped_total{transport="dpdk"}."""
+        stats = self.stats()
+        for reason, key in _DROPS.items():
+            n = stats.get(key, 0) - self._counted.get(key, 0)
+            if n > 0:
+                STORE.cell("insane_dropped", "dpdk", reason).value += n
+                self._counted[key] = stats[key]
+
+    # ------------------------------------------------------------------ receive
+
+    def _recv(self) -> list[tuple[bytes, Address]]:
+        batch: list[tuple[bytes, Address]] = self._port.recv(_BURST)
+        if self._resolving:
+            self._take_arp_replies()
+        if batch:
+            sources = self.sources
+            for _data, addr in batch:
+                if addr not in sources:
+                    sources.add(addr)
+        return batch
+
+    def _poll(self) -> None:
+        """``consumption: low``: poll from a timer, sooner while traffic flows."""
+        self._timer = None
+        if self._port is None or self._on_receive is None or self._loop is None:
+            return
+        batch = self._recv()
+        if batch:
+            self._delay = _POLL_MIN
+            self._on_receive(batch)
+            until = self.spin_until
+            if self.poll_idle and not self._spinning and not (until and until()):
+                self.spin(until, self.poll_idle, _SPIN_LIMIT)
+        else:
+            self._delay = min(self._delay * 2, _POLL_MAX)
+        if self._port is not None:
+            self._timer = self._loop.call_later(self._delay, self._poll)
+
+    @property
+    def spinning(self) -> bool:
+        return self._spinning
+
+    def spin(self, until: Callable[[], bool] | None, idle: float, limit: float) -> bool:
+        """Busy-poll the port (``consumption: poll``); see UdpTransport.spin."""
+        if self._port is None or self._spinning or self._on_receive is None:
+            return False
+        deliver = self._on_receive
+        recv = self._recv
+        kernel = self.kernel_poll
+
+        def poll_once() -> bool | None:
+            batch = recv()
+            if batch:
+                deliver(batch)
+                return True
+            return kernel() if kernel is not None else False
+
+        self._spinning = True
+        try:
+            return busy_poll(poll_once, until, idle, limit)
+        finally:
+            self._spinning = False
+
+    # ------------------------------------------------------------------ send
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._backlog_bytes
+
+    def send_batch(self, datagrams: Sequence[Datagram]) -> int:
+        if self._port is None:
+            return 0
+        headers = self._headers
+        items: list[tuple[bytes, bytes]] = []
+        kernel: list[Datagram] = []
+        for data, addr in datagrams:
+            header = headers.get(addr, b"")
+            if header:
+                items.append((data if type(data) is bytes else bytes(data), header))
+            else:
+                kernel.append((data, addr))
+                if header is not None and addr not in headers:
+                    self._resolve(addr)
+        if kernel:
+            self._fallback.send_batch(kernel)
+        if items:
+            if self._backlog:
+                self._queue(items)
+            else:
+                n = self._port.send(items)
+                if n < len(items):
+                    self._queue(items[n:])
+        return len(datagrams)
+
+    def _queue(self, items: list[tuple[bytes, bytes]]) -> None:
+        self._backlog.extend(items)
+        self._backlog_bytes += sum(len(p) for p, _h in items)
+        if self._drained is not None:
+            self._drained.clear()
+        if self._loop is not None:
+            self._loop.call_later(0.0002, self._drain)
+
+    def _drain(self) -> None:
+        if self._port is None or not self._backlog:
+            return
+        items = list(self._backlog)
+        n = self._port.send(items)
+        for _ in range(n):
+            payload, _h = self._backlog.popleft()
+            self._backlog_bytes -= len(payload)
+        if self._backlog:
+            assert self._loop is not None
+            self._loop.call_later(0.0002, self._drain)
+        elif self._drained is not None:
+            self._drained.set()
+
+    async def wait_drained(self) -> None:
+        if self._drained is not None and self._backlog:
+            await self._drained.wait()
+
+    # ------------------------------------------------------------------ next hops
+
+    def _resolve(self, addr: Address) -> None:
+        """The kernel's neighbour table where there is a kernel interface (in a worker
+        thread), else an ARP request through the port; meanwhile the kernel socket sends."""
+        if self._loop is None:
+            return
+        if self.interface is not None:
+            self._headers[addr] = b""  # pending
+            fut = self._loop.run_in_executor(
+                None, frames.resolve_mac, addr[0], self.interface, self._ip, _ARP_TIMEOUT
+            )
+            fut.add_done_callback(lambda f: self._resolved(addr, f))
+            return
+        hop = addr[0]
+        self._waiting.setdefault(hop, []).append(addr)
+        self._headers[addr] = b""
+        if hop not in self._resolving:
+            self._resolving[hop] = time.monotonic()
+            self._port.send_raw(frames.arp_request(self._mac, self._ip, hop))
+
+    def _take_arp_replies(self) -> None:
+        now = time.monotonic()
+        for frame in self._port.arp_replies():
+            for hop in list(self._resolving):
+                mac = frames.arp_reply_mac(frame, hop)
+                if mac is not None:
+                    del self._resolving[hop]
+                    for addr in self._waiting.pop(hop, []):
+                        self._set_header(addr, mac)
+        for hop, asked in list(self._resolving.items()):
+            if now - asked > _ARP_TIMEOUT:  # no answer: forget, ask again on the next send
+                del self._resolving[hop]
+                for addr in self._waiting.pop(hop, []):
+                    self._headers.pop(addr, None)
+
+    def _resolved(self, addr: Address, fut: asyncio.Future[bytes | None]) -> None:
+        try:
+            mac = fut.result()
+        except Exception as exc:
+            log.warning("next hop of %s:%d: %s", *addr, exc)
+            mac = None
+        if mac is None:
+            self._headers[addr] = None  # not through this port: always the kernel
+            return
+        self._set_header(addr, mac)
+
+    def _set_header(self, addr: Address, mac: bytes) -> None:
+        self._headers[addr] = frames.udp_header(
+            self._mac, mac, (self._ip, self._udp_port), addr
+        )
+
+    def forget(self, addr: Address) -> None:
+        self._headers.pop(addr, None)
+        self.sources.discard(addr)
