@@ -41,6 +41,7 @@
 #define MAX_ARP 64
 
 static int eal_ready = 0;
+static PyObject *eal_log_text = NULL; /* what the EAL logged while starting */
 
 typedef struct {
     PyObject_HEAD
@@ -108,6 +109,8 @@ static PyObject *eal_init(PyObject *self, PyObject *args_list)
         free(log_text);
         return NULL;
     }
+    Py_XDECREF(eal_log_text);
+    eal_log_text = PyUnicode_DecodeUTF8(log_text ? log_text : "", (Py_ssize_t)log_len, "replace");
     free(log_text);
     eal_ready = 1;
     Py_RETURN_TRUE;
@@ -128,6 +131,16 @@ static PyObject *eal_cleanup(PyObject *self, PyObject *noargs)
     rte_eal_cleanup();
     eal_ready = 0; /* and it cannot start again in this process */
     Py_RETURN_TRUE;
+}
+
+static PyObject *eal_log(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    if (!eal_log_text)
+        return PyUnicode_FromString("");
+    Py_INCREF(eal_log_text);
+    return eal_log_text;
 }
 
 static PyObject *port_count(PyObject *self, PyObject *noargs)
@@ -508,6 +521,7 @@ static PyMethodDef module_methods[] = {
     {"init", eal_init, METH_O, "init(args): start the EAL (once); False if it already runs"},
     {"cleanup", eal_cleanup, METH_NOARGS, "stop every port and end the EAL"},
     {"port_count", port_count, METH_NOARGS, "ports the EAL found"},
+    {"eal_log", eal_log, METH_NOARGS, "what the EAL logged while starting"},
     {"port_by_name", port_by_name, METH_O, "a port's id from its device name, or None"},
     {NULL, NULL, 0, NULL},
 };

@@ -57,9 +57,19 @@ def hugepages_free() -> int:
     return 0
 
 
+#: net_af_packet's ring: room for a flow-control window (4 MiB) of 2 KiB frames, and more
+#: (its default of 512 frames overflows under a full window and costs retransmissions).
+_AF_PACKET_FRAMES = 4096
+
+
 def eal_arguments(user: Sequence[str]) -> list[str]:
     """The EAL's arguments: the configured ones, plus defaults for what they leave out."""
-    args = list(user)
+    args = [
+        f"{a},framecnt={_AF_PACKET_FRAMES}"
+        if "net_af_packet" in a and "framecnt=" not in a
+        else a
+        for a in user
+    ]
     text = " ".join(args)
     if "--no-huge" not in text and "--huge-dir" not in text and hugepages_free() == 0:
         args.insert(0, "--no-huge")
@@ -67,6 +77,8 @@ def eal_arguments(user: Sequence[str]) -> list[str]:
             args[1:1] = ["-m", "512"]
     if "--file-prefix" not in text and "--in-memory" not in text:
         args += [f"--file-prefix=insane-{os.getpid()}", "--no-shconf"]
+    if "--vdev" in text and not re.search(r"(^| )(-a|--allow|-b|--block|--no-pci)", text):
+        args.append("--no-pci")  # virtual devices only: leave the host's PCI NICs alone
     if "telemetry" not in text:
         args.append("--no-telemetry")
     if not re.search(r"(^| )(-l|-c|--lcores)", text):

@@ -244,7 +244,11 @@ def _dpdk_runtime_checks(config: Config, checks: Checks) -> list[str]:
     checks["ports_found"] = count
     port = cfg.port or 0
     if port >= count:
-        return [f"no DPDK port {port} (transports.dpdk.port): the EAL found {count}"]
+        said = " ".join(_dpdk.eal_log().split())[-300:]
+        return [
+            f"no DPDK port {port} (transports.dpdk.port): the EAL found {count}"
+            + (f"; the EAL said: {said}" if said else "")
+        ]
     interface = cfg.interface or vdev_interface(cfg.eal_args)
     checks["interface"] = interface
     bind = config.transports.udp.bind
