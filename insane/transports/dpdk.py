@@ -153,6 +153,11 @@ class DpdkTransport(Transport):
         self._udp_port = udp_port
         self._fallback = fallback
         self.interface = interface or vdev_interface(eal_args)
+        #: net_af_xdp takes every frame of its queue (ARP included) from the kernel: next hops
+        #: are then resolved by ARP through the port, not by the kernel's neighbour table.
+        self._kernel_neighbours = self.interface is not None and not any(
+            "net_af_xdp" in a for a in eal_args
+        )
         mtu = frames.interface_mtu(self.interface) if self.interface else 1500
         self._max_datagram = mtu - 28
         self._port: Any = None
@@ -352,7 +357,8 @@ class DpdkTransport(Transport):
         thread), else an ARP request through the port; meanwhile the kernel socket sends."""
         if self._loop is None:
             return
-        if self.interface is not None:
+        if self._kernel_neighbours:
+            assert self.interface is not None
             self._headers[addr] = b""  # pending
             fut = self._loop.run_in_executor(
                 None, frames.resolve_mac, addr[0], self.interface, self._ip, _ARP_TIMEOUT
