@@ -19,6 +19,7 @@ import pytest
 from agentctl import AgentProcess
 from faults import Injector
 from netns import Host, Lan, output_of, strict_skip, wait_exit, wait_for_line
+from peer_checks import exchange, metric
 
 from insane.transports import frames
 
@@ -83,15 +84,6 @@ def xdp_attached(host: Host) -> bool:
     return "xdp" in json.loads(out.stdout)[0]
 
 
-def metric(agent: AgentProcess, name: str, **labels: str) -> float:
-    return float(agent.ok("metric", name=name, **labels)["value"])
-
-
-def exchange(sender: AgentProcess, receiver: AgentProcess, subject: str, count: int) -> None:
-    receiver.ok("stream_sub", subject=subject, id=subject)
-    sent = sender.ok("stream_pub", subject=subject, count=count, timeout=120)
-    got = receiver.ok("stream_wait", id=subject, count=count, wait=60, timeout=90)
-    assert got["count"] == count and got["in_order"] and got["sha"] == sent["sha"], got
 
 
 def test_pubsub_both_ways_over_xdp(netns_pair: Lan, agents: list[AgentProcess]) -> None:

@@ -21,28 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
-import contextlib
 import logging
 import os
 import re
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from insane.metrics import STORE
 from insane.transports import frames
-from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, busy_poll
+from insane.transports.base import Address, ReceiveCallback, Transport
+from insane.transports.bypass import BypassTransport
 
 log = logging.getLogger("insane.dpdk")
 
 _BURST = 64
-_SPIN_LIMIT = 0.005
 _POLL_MIN, _POLL_MAX = 20e-6, 1e-3
 _ARP_TIMEOUT = 1.0
-_DROPS = {"malformed": "malformed", "bad_checksum": "bad_checksum", "rx_ring_full": "rx_missed"}
 
 _eal_args: list[str] | None = None
 
@@ -134,8 +130,9 @@ def vdev_interface(eal_args: Sequence[str]) -> str | None:
     return None
 
 
-class DpdkTransport(Transport):
+class DpdkTransport(BypassTransport):
     name = "dpdk"
+    DROPS = {"malformed": "malformed", "bad_checksum": "bad_checksum", "rx_ring_full": "rx_missed"}
 
     def __init__(
         self,
@@ -147,38 +144,24 @@ class DpdkTransport(Transport):
         fallback: Transport,
         interface: str | None = None,
     ) -> None:
+        interface = interface or vdev_interface(eal_args)
+        mtu = frames.interface_mtu(interface) if interface else 1500
+        super().__init__(ip, udp_port, fallback, mtu - 28)
         self._eal = list(eal_args)
         self._port_id = port
-        self._ip = ip
-        self._udp_port = udp_port
-        self._fallback = fallback
-        self.interface = interface or vdev_interface(eal_args)
+        self.interface = interface
         #: net_af_xdp takes every frame of its queue (ARP included) from the kernel: next hops
         #: are then resolved by ARP through the port, not by the kernel's neighbour table.
-        self._kernel_neighbours = self.interface is not None and not any(
+        self._kernel_neighbours = interface is not None and not any(
             "net_af_xdp" in a for a in eal_args
         )
-        mtu = frames.interface_mtu(self.interface) if self.interface else 1500
-        self._max_datagram = mtu - 28
         self._port: Any = None
-        self._mac = b""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_receive: ReceiveCallback | None = None
-        self._headers: dict[Address, bytes | None] = {}
-        self._resolving: dict[str, float] = {}  # next hop -> when we asked by ARP
-        self._waiting: dict[str, list[Address]] = {}
-        self._backlog: collections.deque[tuple[bytes, bytes]] = collections.deque()
-        self._backlog_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._delay = _POLL_MIN
-        self._drained: asyncio.Event | None = None
-        self._counted: dict[str, int] = {}
+        self._arp_asked: dict[str, float] = {}  # next hop -> when we asked
+        self._arp_waiting: dict[str, list[Address]] = {}
         #: Sources the port delivered from: the kernel socket's copies of theirs are ignored.
         self.sources: set[Address] = set()
-        self.poll_idle = 0.0
-        self.spin_until: Callable[[], bool] | None = None
-        self.kernel_poll: Callable[[], bool] | None = None
-        self._spinning = False
         self.driver = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -188,12 +171,9 @@ class DpdkTransport(Transport):
 
         start_eal(self._eal)
         self._port = _dpdk.Port(self._port_id, self._ip, [self._udp_port])
-        self._mac = bytes(self._port.mac)
         self.driver = str(self._port.driver)
-        self._on_receive = on_receive
-        self._loop = asyncio.get_running_loop()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._opened(on_receive, bytes(self._port.mac))
+        assert self._loop is not None
         self._timer = self._loop.call_later(0, self._poll)
         log.info(
             "DPDK port %d (%s, %s) on port %d",
@@ -204,45 +184,30 @@ class DpdkTransport(Transport):
         )
 
     async def close(self) -> None:
-        if self._port is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wait_drained(), 1.0)
-        port, self._port = self._port, None
+        if self._port is None:
+            return
+        await self._closing()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._backlog.clear()
-        self._backlog_bytes = 0
-        if self._drained is not None:
-            self._drained.set()
-        if port is not None:
-            port.close()
+        port, self._port = self._port, None
+        port.close()
 
-    @property
-    def local_address(self) -> Address:
-        return self._ip, self._udp_port
+    def _poll(self) -> None:
+        """``consumption: low``: poll from a timer, sooner while traffic flows (a port has no
+        descriptor to wake the event loop)."""
+        self._timer = None
+        if self._port is None or self._loop is None:
+            return
+        self._delay = _POLL_MIN if self._deliver_available() else min(self._delay * 2, _POLL_MAX)
+        if self._port is not None:
+            self._timer = self._loop.call_later(self._delay, self._poll)
 
-    @property
-    def max_datagram(self) -> int:
-        return self._max_datagram
-
-    def stats(self) -> dict[str, int]:
-        return dict(self._port.stats()) if self._port is not None else {}
-
-    def count_drops(self) -> None:
-        """The native counters into insane_dropped_total{transport="dpdk"}."""
-        stats = self.stats()
-        for reason, key in _DROPS.items():
-            n = stats.get(key, 0) - self._counted.get(key, 0)
-            if n > 0:
-                STORE.cell("insane_dropped", "dpdk", reason).value += n
-                self._counted[key] = stats[key]
-
-    # ------------------------------------------------------------------ receive
+    # ------------------------------------------------------------------ the datapath
 
     def _recv(self) -> list[tuple[bytes, Address]]:
         batch: list[tuple[bytes, Address]] = self._port.recv(_BURST)
-        if self._resolving:
+        if self._arp_asked:
             self._take_arp_replies()
         if batch:
             sources = self.sources
@@ -251,141 +216,45 @@ class DpdkTransport(Transport):
                     sources.add(addr)
         return batch
 
-    def _poll(self) -> None:
-        """``consumption: low``: poll from a timer, sooner while traffic flows."""
-        self._timer = None
-        if self._port is None or self._on_receive is None or self._loop is None:
-            return
-        batch = self._recv()
-        if batch:
-            self._delay = _POLL_MIN
-            self._on_receive(batch)
-            until = self.spin_until
-            if self.poll_idle and not self._spinning and not (until and until()):
-                self.spin(until, self.poll_idle, _SPIN_LIMIT)
-        else:
-            self._delay = min(self._delay * 2, _POLL_MAX)
-        if self._port is not None:
-            self._timer = self._loop.call_later(self._delay, self._poll)
+    def _send_items(self, items: list[tuple[bytes, bytes]]) -> int:
+        n: int = self._port.send(items)
+        return n
 
-    @property
-    def spinning(self) -> bool:
-        return self._spinning
-
-    def spin(self, until: Callable[[], bool] | None, idle: float, limit: float) -> bool:
-        """Busy-poll the port (``consumption: poll``); see UdpTransport.spin."""
-        if self._port is None or self._spinning or self._on_receive is None:
-            return False
-        deliver = self._on_receive
-        recv = self._recv
-        kernel = self.kernel_poll
-
-        def poll_once() -> bool | None:
-            batch = recv()
-            if batch:
-                deliver(batch)
-                return True
-            return kernel() if kernel is not None else False
-
-        self._spinning = True
-        try:
-            return busy_poll(poll_once, until, idle, limit)
-        finally:
-            self._spinning = False
-
-    # ------------------------------------------------------------------ send
-
-    @property
-    def backlog_bytes(self) -> int:
-        return self._backlog_bytes
-
-    def send_batch(self, datagrams: Sequence[Datagram]) -> int:
-        if self._port is None:
-            return 0
-        headers = self._headers
-        items: list[tuple[bytes, bytes]] = []
-        kernel: list[Datagram] = []
-        for data, addr in datagrams:
-            header = headers.get(addr, b"")
-            if header:
-                items.append((data if type(data) is bytes else bytes(data), header))
-            else:
-                kernel.append((data, addr))
-                if header is not None and addr not in headers:
-                    self._resolve(addr)
-        if kernel:
-            self._fallback.send_batch(kernel)
-        if items:
-            if self._backlog:
-                self._queue(items)
-            else:
-                n = self._port.send(items)
-                if n < len(items):
-                    self._queue(items[n:])
-        return len(datagrams)
-
-    def _queue(self, items: list[tuple[bytes, bytes]]) -> None:
-        self._backlog.extend(items)
-        self._backlog_bytes += sum(len(p) for p, _h in items)
-        if self._drained is not None:
-            self._drained.clear()
-        if self._loop is not None:
-            self._loop.call_later(0.0002, self._drain)
-
-    def _drain(self) -> None:
-        if self._port is None or not self._backlog:
-            return
-        items = list(self._backlog)
-        n = self._port.send(items)
-        for _ in range(n):
-            payload, _h = self._backlog.popleft()
-            self._backlog_bytes -= len(payload)
-        if self._backlog:
-            assert self._loop is not None
-            self._loop.call_later(0.0002, self._drain)
-        elif self._drained is not None:
-            self._drained.set()
-
-    async def wait_drained(self) -> None:
-        if self._drained is not None and self._backlog:
-            await self._drained.wait()
+    def _native_stats(self) -> dict[str, int]:
+        return dict(self._port.stats())
 
     # ------------------------------------------------------------------ next hops
 
     def _resolve(self, addr: Address) -> None:
-        """The kernel's neighbour table where there is a kernel interface (in a worker
-        thread), else an ARP request through the port; meanwhile the kernel socket sends."""
-        if self._loop is None:
-            return
-        if self._kernel_neighbours:
-            assert self.interface is not None
-            self._headers[addr] = b""  # pending
+        """The kernel's neighbour table where a kernel interface stands behind the port (in a
+        worker thread), else an ARP request through the port itself."""
+        assert self._loop is not None
+        if self._kernel_neighbours and self.interface is not None:
             fut = self._loop.run_in_executor(
                 None, frames.resolve_mac, addr[0], self.interface, self._ip, _ARP_TIMEOUT
             )
             fut.add_done_callback(lambda f: self._resolved(addr, f))
             return
         hop = addr[0]
-        self._waiting.setdefault(hop, []).append(addr)
-        self._headers[addr] = b""
-        if hop not in self._resolving:
-            self._resolving[hop] = time.monotonic()
+        self._arp_waiting.setdefault(hop, []).append(addr)
+        if hop not in self._arp_asked:
+            self._arp_asked[hop] = time.monotonic()
             self._port.send_raw(frames.arp_request(self._mac, self._ip, hop))
 
     def _take_arp_replies(self) -> None:
         now = time.monotonic()
         for frame in self._port.arp_replies():
-            for hop in list(self._resolving):
+            for hop in list(self._arp_asked):
                 mac = frames.arp_reply_mac(frame, hop)
                 if mac is not None:
-                    del self._resolving[hop]
-                    for addr in self._waiting.pop(hop, []):
+                    del self._arp_asked[hop]
+                    for addr in self._arp_waiting.pop(hop, []):
                         self._set_header(addr, mac)
-        for hop, asked in list(self._resolving.items()):
-            if now - asked > _ARP_TIMEOUT:  # no answer: forget, ask again on the next send
-                del self._resolving[hop]
-                for addr in self._waiting.pop(hop, []):
-                    self._headers.pop(addr, None)
+        for hop, asked in list(self._arp_asked.items()):
+            if now - asked > _ARP_TIMEOUT:  # no answer: ask again on the next send
+                del self._arp_asked[hop]
+                for addr in self._arp_waiting.pop(hop, []):
+                    self._retry_later(addr)
 
     def _resolved(self, addr: Address, fut: asyncio.Future[bytes | None]) -> None:
         try:
@@ -394,15 +263,10 @@ class DpdkTransport(Transport):
             log.warning("next hop of %s:%d: %s", *addr, exc)
             mac = None
         if mac is None:
-            self._headers[addr] = None  # not through this port: always the kernel
-            return
-        self._set_header(addr, mac)
-
-    def _set_header(self, addr: Address, mac: bytes) -> None:
-        self._headers[addr] = frames.udp_header(
-            self._mac, mac, (self._ip, self._udp_port), addr
-        )
+            self._unreachable(addr)
+        else:
+            self._set_header(addr, mac)
 
     def forget(self, addr: Address) -> None:
-        self._headers.pop(addr, None)
+        super().forget(addr)
         self.sources.discard(addr)
