@@ -6,7 +6,7 @@ and one-way throughput, as ratios to raw AF_XDP.
     .venv/bin/python -m benchmarks.xdp_veth --size 1024 --count 50000 --repeat 5 --json out.json
     .venv/bin/python -m benchmarks.xdp_veth --modes throughput --tput-count 500000
 
-Needs root (network namespaces, XDP).  The harness creates two namespaces, ``ixb-a`` and
+Needs root (network namespaces, XDP, DPDK).  The harness creates two namespaces, ``ixb-a`` and
 ``ixb-b``, joined by a veth pair (``ixb-va`` 10.77.200.1/24 in ``ixb-a``, ``ixb-vb``
 10.77.200.2/24 in ``ixb-b``, MTU 1500, one queue each, IPv6 off, static neighbour entries),
 runs every system's ping-pong on that same pair -- echo server in ``ixb-b``, client in
@@ -22,16 +22,27 @@ that runs one throughput repetition and returns the sink's):
   (copy mode, busy-polled rings, native XDP when the kernel takes it, else generic), frames
   built by hand.  The reference: the ratios are system / raw-c-xdp.
 * ``raw-c-udp`` -- ``raw/udp_pingpong.c``: blocking kernel UDP sockets.
-* ``insane-xdp`` / ``insane-udp`` -- ``peers/pubsub.py insane``: INSANE pub/sub with the
-  benchmark's channels (best effort, poll) over AF_XDP / over kernel UDP.
+* ``raw-c-dpdk`` -- ``raw/dpdk_pingpong.c``: a DPDK port (net_af_packet on the veth end, one
+  queue pair, busy-polled RX/TX bursts) in each namespace, EAL without hugepages and with a
+  file prefix of its own per process (:func:`dpdk_eal_args`), frames built by hand.
+* ``insane-xdp`` / ``insane-dpdk`` / ``insane-udp`` -- ``peers/pubsub.py insane``: INSANE
+  pub/sub with the benchmark's channels (best effort, poll; ``fast`` for the first two) over
+  AF_XDP / over DPDK (net_af_packet on the veth; a fast poll channel's route) / over kernel
+  UDP, configured by :func:`insane_config`.
+
+net_af_packet is a tap, not a bypass: the kernel gets a copy of every frame as well, and
+answers the raw DPDK peers' (it has no socket on their ports) now and then with an ICMP port
+unreachable, which the ports see and ignore (``icmp`` in their JSON).  The EAL leaves its
+runtime directory under ``/var/run/dpdk`` behind; the harness removes those of its runs.
 
 Throughput: each program's ``sink`` counts the data messages that arrive, from the first to
 the last, and its ``blast`` sends ``--tput-count`` messages as fast as it can, then end
 markers; ``msg/s`` is the sink's (received / first-to-last time), ``delivered`` is received /
-sent.  Nothing has flow control (raw AF_XDP, kernel UDP and INSANE's best-effort channels
-alike), so what the sink cannot keep up with is lost, and shown.
+sent.  Nothing has flow control (raw AF_XDP, raw DPDK, kernel UDP and INSANE's best-effort
+channels alike), so what the sink cannot keep up with is lost, and shown.
 
-Both C programs are compiled here (``cc -O2``) when missing or older than their source.
+The C programs are compiled here (``cc -O2``; DPDK's flags from ``pkg-config libdpdk``) when
+missing or older than their source.
 Each figure is the median over ``--repeat`` runs, the systems interleaved.  The set-up and
 tear-down of the namespaces (:class:`VethPair`, :func:`setup_veth`, :func:`teardown_veth`,
 :func:`veth_pair`) and the two-process runners (:func:`run_peers`, :func:`run_stream`) are
@@ -44,9 +55,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -72,12 +85,20 @@ from benchmarks.common import (
 
 XDP_SRC = BENCH_DIR / "raw" / "xdp_pingpong.c"
 XDP_BIN = BENCH_DIR / "raw" / "bin" / "xdp_pingpong"
+DPDK_SRC = BENCH_DIR / "raw" / "dpdk_pingpong.c"
+DPDK_BIN = BENCH_DIR / "raw" / "bin" / "dpdk_pingpong"
 REFERENCE = "raw-c-xdp"
 #: Namespaces made by this harness start with this, and its addresses lie in this subnet.
 NS_PREFIX = "ixb-"
 SUBNET = ipaddress.ip_network("10.77.200.0/24")
 #: UDP port the raw AF_XDP client aims at (the AF_XDP server takes every frame of its queue).
 XDP_PORT = 9000
+#: UDP port of the raw DPDK server and sink (the client and blaster send from DPDK_PORT + 1).
+DPDK_PORT = 9000
+#: net_af_packet's ring (frames): room for a burst of the blaster (its default is 512).
+AF_PACKET_FRAMES = 4096
+#: Where the EAL of a root process keeps its runtime directory (one per --file-prefix).
+DPDK_RUNTIME = Path("/var/run/dpdk")
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -323,7 +344,7 @@ def run_stream(
     return result
 
 
-def _compile(src: Path, out: Path, libs: Sequence[str] = ()) -> Path:
+def _compile(src: Path, out: Path, libs: Sequence[str] = (), cflags: Sequence[str] = ()) -> Path:
     """``cc -O2 -Wall -Wextra`` ``src`` into ``out`` when missing or older than the source."""
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +353,7 @@ def _compile(src: Path, out: Path, libs: Sequence[str] = ()) -> Path:
             "-O2",
             "-Wall",
             "-Wextra",
+            *cflags,
             "-o",
             str(out),
             str(src),
@@ -348,8 +370,38 @@ def build_xdp() -> Path:
     return _compile(XDP_SRC, XDP_BIN, ["-lxdp", "-lbpf"])
 
 
+def _pkg_config(*args: str) -> list[str]:
+    """``pkg-config ARGS`` split into words; :class:`Unavailable` when it fails."""
+    try:
+        proc = subprocess.run(
+            ["pkg-config", *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except FileNotFoundError:
+        raise Unavailable("pkg-config is not installed") from None
+    if proc.returncode != 0:
+        raise Unavailable(
+            f"pkg-config {' '.join(args)}: {proc.stderr.strip() or proc.returncode} "
+            "(DPDK's development files: Debian dpdk-dev)"
+        )
+    return proc.stdout.split()
+
+
+def build_dpdk() -> Path:
+    """The raw DPDK program, compiled when missing or stale (needs DPDK's development files,
+    found through ``pkg-config libdpdk``)."""
+    if DPDK_BIN.exists() and DPDK_BIN.stat().st_mtime >= DPDK_SRC.stat().st_mtime:
+        return DPDK_BIN
+    cflags = _pkg_config("--cflags", "libdpdk")
+    libs = _pkg_config("--libs", "libdpdk")
+    return _compile(DPDK_SRC, DPDK_BIN, libs, cflags)
+
+
 def _build_xdp() -> None:
     build_xdp()
+
+
+def _build_dpdk() -> None:
+    build_dpdk()
 
 
 def _build_udp() -> None:
@@ -424,21 +476,112 @@ def tput_raw_udp(pair: VethPair, s: Settings) -> dict[str, Any]:
     )
 
 
-#: Port of the INSANE peers' kernel sockets (AF_XDP takes the same one).
+_eal_runs = itertools.count()
+
+
+def dpdk_eal_args(iface: str, side: str) -> list[str]:
+    """EAL arguments of one raw DPDK process on ``iface``: no hugepages (512 MiB of ordinary
+    memory), no PCI scan, no shared files, a file prefix of its own (``ixb-dpdk-SIDE-PID-N``,
+    so two processes run at once), no telemetry, errors only, and a net_af_packet port on the
+    veth.  The program adds ``--lcores=0@(its CPUs)`` itself, keeping the harness's pinning."""
+    prefix = f"ixb-dpdk-{side}-{os.getpid()}-{next(_eal_runs)}"
+    return [
+        "--no-huge", "-m", "512", "--no-pci", "--no-shconf", f"--file-prefix={prefix}",
+        "--no-telemetry", "--log-level=*:error",
+        f"--vdev=net_af_packet0,iface={iface},framecnt={AF_PACKET_FRAMES}",
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _eal_runtime_dirs(*eal_args: Sequence[str]) -> Iterator[None]:
+    """Remove the runtime directories (``/var/run/dpdk/PREFIX``) that the EAL leaves behind
+    even after ``rte_eal_cleanup``: those of the ``ixb-dpdk-`` prefixes in ``eal_args``, and
+    the ``insane-PID`` ones (INSANE's default prefix) that appeared meanwhile, once empty and
+    their process gone."""
+    before = set(_runtime_dirs())
+    try:
+        yield
+    finally:
+        for args in eal_args:
+            for a in args:
+                prefix = a.partition("--file-prefix=")[2]
+                if prefix.startswith("ixb-dpdk-") and "/" not in prefix:
+                    shutil.rmtree(DPDK_RUNTIME / prefix, ignore_errors=True)
+        for name in set(_runtime_dirs()) - before:
+            pid = name.removeprefix("insane-")
+            if name.startswith("insane-") and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    (DPDK_RUNTIME / name).rmdir()  # only when empty
+
+
+def _runtime_dirs() -> list[str]:
+    try:
+        return os.listdir(DPDK_RUNTIME)
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_raw_dpdk(pair: VethPair, s: Settings) -> dict[str, Any]:
+    """Raw DPDK ping-pong: ``dpdk_pingpong server`` on a net_af_packet port on B's veth,
+    ``client`` on A's."""
+    binary = str(DPDK_BIN)
+    eal_b, eal_a = dpdk_eal_args(pair.if_b, "b"), dpdk_eal_args(pair.if_a, "a")
+    flow = [pair.mac_a, pair.mac_b, pair.ip_a, pair.ip_b, DPDK_PORT]
+    with _eal_runtime_dirs(eal_a, eal_b):
+        return run_peers(
+            pair,
+            "raw-c-dpdk",
+            [binary, *eal_b, "--", "server", DPDK_PORT],
+            lambda _port: [binary, *eal_a, "--", "client", *flow, s.size, s.count, s.warmup],
+            s,
+            "split",
+        )
+
+
+def tput_raw_dpdk(pair: VethPair, s: Settings) -> dict[str, Any]:
+    """Raw DPDK throughput: ``dpdk_pingpong sink`` on B's veth, ``blast`` on A's."""
+    binary = str(DPDK_BIN)
+    eal_b, eal_a = dpdk_eal_args(pair.if_b, "b"), dpdk_eal_args(pair.if_a, "a")
+    flow = [pair.mac_a, pair.mac_b, pair.ip_a, pair.ip_b, DPDK_PORT]
+    with _eal_runtime_dirs(eal_a, eal_b):
+        return run_stream(
+            pair,
+            "raw-c-dpdk",
+            [binary, *eal_b, "--", "sink", DPDK_PORT, s.tput_count],
+            lambda _port: [binary, *eal_a, "--", "blast", *flow, s.size, s.tput_count],
+            s,
+        )
+
+
+#: Port of the INSANE peers' kernel sockets (AF_XDP and DPDK take the same one).
 INSANE_PORT = 7700
 
 
 def insane_config(pair: VethPair, side: str, transport: str) -> Path:
     """A YAML for one side: bound to its address, the other side as a static peer, and the
-    benchmark's channels on ``transport`` (``xdp``: fast, over AF_XDP; ``udp``: kernel UDP),
-    best effort with busy polling, like the raw programs."""
+    benchmark's channels on ``transport`` (``xdp``: fast, over AF_XDP; ``dpdk``: fast, over a
+    DPDK net_af_packet port on the side's veth -- the route of a fast poll channel is DPDK
+    when DPDK is available, and INSANE adds the other EAL arguments itself; ``udp``: kernel
+    UDP), best effort with busy polling, like the raw programs."""
     ip, other, iface = (
         (pair.ip_a, pair.ip_b, pair.if_a) if side == "a" else (pair.ip_b, pair.ip_a, pair.if_b)
     )
-    words = ["fast", "best_effort", "poll"] if transport == "xdp" else ["best_effort", "poll"]
+    words = ["best_effort", "poll"] if transport == "udp" else ["fast", "best_effort", "poll"]
     transports: dict[str, Any] = {"udp": {"bind": ip, "port": INSANE_PORT}}
     if transport == "xdp":
         transports["xdp"] = {"interface": iface}
+    elif transport == "dpdk":
+        transports["dpdk"] = {"eal_args": [f"--vdev=net_af_packet0,iface={iface}"]}
     config = {
         "domain": 7700,
         "transports": transports,
@@ -469,14 +612,15 @@ def run_insane(transport: str) -> RunFn:
         def peer(side: str, *role: Any) -> list[Any]:
             return _insane_peer(pair, transport, side, *role)
 
-        return run_peers(
-            pair,
-            f"insane-{transport}",
-            peer("b", "server", 0),
-            lambda _port: peer("a", "client", pair.ip_b, 0, s.size, s.count, s.warmup),
-            s,
-            "split",
-        )
+        with _eal_runtime_dirs() if transport == "dpdk" else contextlib.nullcontext():
+            return run_peers(
+                pair,
+                f"insane-{transport}",
+                peer("b", "server", 0),
+                lambda _port: peer("a", "client", pair.ip_b, 0, s.size, s.count, s.warmup),
+                s,
+                "split",
+            )
 
     return run
 
@@ -487,15 +631,16 @@ def tput_insane(transport: str) -> RunFn:
     ping-pong: best effort, poll, no flow control."""
 
     def run(pair: VethPair, s: Settings) -> dict[str, Any]:
-        return run_stream(
-            pair,
-            f"insane-{transport}",
-            _insane_peer(pair, transport, "b", "sink", 0, s.tput_count),
-            lambda port: _insane_peer(
-                pair, transport, "a", "blast", pair.ip_b, port, s.size, s.tput_count
-            ),
-            s,
-        )
+        with _eal_runtime_dirs() if transport == "dpdk" else contextlib.nullcontext():
+            return run_stream(
+                pair,
+                f"insane-{transport}",
+                _insane_peer(pair, transport, "b", "sink", 0, s.tput_count),
+                lambda port: _insane_peer(
+                    pair, transport, "a", "blast", pair.ip_b, port, s.size, s.tput_count
+                ),
+                s,
+            )
 
     return run
 
@@ -505,6 +650,13 @@ def _insane_xdp_built() -> None:
         import insane._xdp  # type: ignore[import-not-found]  # noqa: F401
     except ImportError as e:
         raise Unavailable(f"insane._xdp is not built: {e}") from None
+
+
+def _insane_dpdk_built() -> None:
+    try:
+        import insane._dpdk  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError as e:
+        raise Unavailable(f"insane._dpdk is not built: {e}") from None
 
 
 #: The rows, in the order they are run and shown.  Add entries here (or append to the list
@@ -525,11 +677,25 @@ SYSTEMS: list[System] = [
         throughput=tput_raw_udp,
     ),
     System(
+        "raw-c-dpdk",
+        run_raw_dpdk,
+        _build_dpdk,
+        about="C, DPDK net_af_packet port on each veth end, busy-polled bursts, one CPU per peer",
+        throughput=tput_raw_dpdk,
+    ),
+    System(
         "insane-xdp",
         run_insane("xdp"),
         _insane_xdp_built,
         about="INSANE pub/sub, fast best-effort poll channel over AF_XDP, one CPU per peer",
         throughput=tput_insane("xdp"),
+    ),
+    System(
+        "insane-dpdk",
+        run_insane("dpdk"),
+        _insane_dpdk_built,
+        about="INSANE pub/sub, the fast channel over DPDK (net_af_packet), one CPU per peer",
+        throughput=tput_insane("dpdk"),
     ),
     System(
         "insane-udp",
@@ -844,7 +1010,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.xdp_veth",
         description="Ping-pong and one-way throughput of the raw baselines (AF_XDP, kernel "
-        "UDP) and INSANE across a veth pair between two network namespaces of its own, as "
+        "UDP, DPDK) and INSANE across a veth pair between two network namespaces of its own, as "
         "ratios to raw AF_XDP. Needs root.",
     )
     p.add_argument("--size", type=int, default=64, help="UDP payload bytes (1..1472)")
@@ -872,8 +1038,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["auto", "same", "split", "none"],
         default="auto",
         help="CPU placement of server/sink and client/blaster: auto = each system's own for "
-        "ping-pong (AF_XDP and INSANE peers busy-poll, so one CPU each; UDP peers share one) "
-        "and one CPU each for every throughput run; same, split or none apply to both modes",
+        "ping-pong (AF_XDP, DPDK and INSANE peers busy-poll, so one CPU each; UDP peers share "
+        "one) and one CPU each for every throughput run; same, split or none apply to both modes",
     )
     p.add_argument(
         "--xdp-mode",

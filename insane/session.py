@@ -1186,12 +1186,12 @@ class Session:
             self._rx_via = "udp"
 
     def _on_udp_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
-        """The kernel socket's batches. A DPDK virtual device on a kernel interface sees the
-        same frames as the kernel: what came from a source the port delivers is a copy."""
+        """The kernel socket's batches. A DPDK tap on a kernel interface (net_af_packet) gets
+        the same frames as the kernel: what came by that interface is a copy, ignored."""
         for t in self._bypass:
-            shadow = getattr(t, "sources", None)
-            if shadow:
-                batch = [item for item in batch if item[1] not in shadow]
+            shadows = getattr(t, "shadows", None)
+            if shadows is not None:
+                batch = [item for item in batch if not shadows(item[1])]
         if batch:
             self._on_datagrams(batch)
 

@@ -21,21 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ipaddress
 import logging
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from insane.host_registry import process_alive
 from insane.transports import frames
 from insane.transports.base import Address, ReceiveCallback, Transport
 from insane.transports.bypass import BypassTransport
 
 log = logging.getLogger("insane.dpdk")
 
+#: Where the EAL keeps a runtime directory per file prefix (root; others: XDG_RUNTIME_DIR).
+_RUNTIME = Path("/var/run/dpdk") if os.geteuid() == 0 else Path(
+    os.environ.get("XDG_RUNTIME_DIR", "/tmp")
+) / "dpdk"
 _BURST = 64
 _POLL_MIN, _POLL_MAX = 20e-6, 1e-3
 _ARP_TIMEOUT = 1.0
@@ -98,6 +105,7 @@ def start_eal(user: Sequence[str]) -> list[str]:
                 f"({' '.join(_eal_args)}); DPDK starts it once per process"
             )
         return args
+    _prune_runtime_dirs()
     _dpdk.init(args)
     _eal_args = args
     atexit.register(stop_eal)
@@ -108,11 +116,21 @@ def start_eal(user: Sequence[str]) -> list[str]:
 
 
 def stop_eal() -> None:
-    """Stop every port and end the EAL (it cannot start again in this process)."""
+    """Stop every port and end the EAL (it cannot start again in this process), and remove
+    the runtime directory it leaves behind."""
     from insane import _dpdk  # type: ignore[attr-defined]
 
     if _dpdk.cleanup():
+        shutil.rmtree(_RUNTIME / f"insane-{os.getpid()}", ignore_errors=True)
         log.info("EAL: ports stopped, cleaned up")
+
+
+def _prune_runtime_dirs() -> None:
+    """Runtime directories of our processes that are gone (killed: no cleanup ran)."""
+    for d in _RUNTIME.glob("insane-*"):
+        pid = d.name.removeprefix("insane-")
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _on_sigterm(signum: int, _frame: Any) -> None:
@@ -156,12 +174,15 @@ class DpdkTransport(BypassTransport):
             "net_af_xdp" in a for a in eal_args
         )
         self._port: Any = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._delay = _POLL_MIN
         self._arp_asked: dict[str, float] = {}  # next hop -> when we asked
         self._arp_waiting: dict[str, list[Address]] = {}
-        #: Sources the port delivered from: the kernel socket's copies of theirs are ignored.
-        self.sources: set[Address] = set()
+        #: A tap (net_af_packet) shows the kernel every frame the port gets: the networks
+        #: routed through its interface, whose datagrams the kernel socket must ignore.
+        self._tap = interface is not None and any("net_af_packet" in a for a in eal_args)
+        self._shadowed: list[ipaddress.IPv4Network] = []
+        self._shadow_cache: dict[str, bool] = {}
         self.driver = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -173,6 +194,8 @@ class DpdkTransport(BypassTransport):
         self._port = _dpdk.Port(self._port_id, self._ip, [self._udp_port])
         self.driver = str(self._port.driver)
         self._opened(on_receive, bytes(self._port.mac))
+        if self._tap and self.interface is not None:
+            self._shadowed = frames.routed_networks(self.interface)
         assert self._loop is not None
         self._timer = self._loop.call_later(0, self._poll)
         log.info(
@@ -194,14 +217,20 @@ class DpdkTransport(BypassTransport):
         port.close()
 
     def _poll(self) -> None:
-        """``consumption: low``: poll from a timer, sooner while traffic flows (a port has no
-        descriptor to wake the event loop)."""
+        """Poll the port from the event loop (it has no descriptor to wake it): at every
+        loop turn while a ``poll`` subscription exists, else (``low``) from a timer that
+        backs off while idle."""
         self._timer = None
         if self._port is None or self._loop is None:
             return
-        self._delay = _POLL_MIN if self._deliver_available() else min(self._delay * 2, _POLL_MAX)
-        if self._port is not None:
-            self._timer = self._loop.call_later(self._delay, self._poll)
+        got = self._deliver_available()
+        if self._port is None:
+            return
+        if self.poll_idle:
+            self._timer = self._loop.call_soon(self._poll)
+            return
+        self._delay = _POLL_MIN if got else min(self._delay * 2, _POLL_MAX)
+        self._timer = self._loop.call_later(self._delay, self._poll)
 
     # ------------------------------------------------------------------ the datapath
 
@@ -209,12 +238,18 @@ class DpdkTransport(BypassTransport):
         batch: list[tuple[bytes, Address]] = self._port.recv(_BURST)
         if self._arp_asked:
             self._take_arp_replies()
-        if batch:
-            sources = self.sources
-            for _data, addr in batch:
-                if addr not in sources:
-                    sources.add(addr)
         return batch
+
+    def shadows(self, addr: Address) -> bool:
+        """Datagrams from ``addr`` reach the kernel socket too, as copies of what the port
+        delivers (a tap on the interface they arrive by): the kernel's must be ignored."""
+        if not self._shadowed or addr[0] == self._ip:  # this host's own, by loopback
+            return False
+        known = self._shadow_cache.get(addr[0])
+        if known is None:
+            ip = ipaddress.ip_address(addr[0])
+            known = self._shadow_cache[addr[0]] = any(ip in n for n in self._shadowed)
+        return known
 
     def _send_items(self, items: list[tuple[bytes, bytes]]) -> int:
         n: int = self._port.send(items)
@@ -267,6 +302,3 @@ class DpdkTransport(BypassTransport):
         else:
             self._set_header(addr, mac)
 
-    def forget(self, addr: Address) -> None:
-        super().forget(addr)
-        self.sources.discard(addr)

@@ -187,6 +187,19 @@ def next_hop(dst: str, ifname: str) -> str | None:
     return str(routes[0].get("gateway", dst))
 
 
+def routed_networks(ifname: str) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks the kernel routes through ``ifname`` (0.0.0.0/0 for a default
+    route): where datagrams that arrive by that interface come from."""
+    out = subprocess.run(
+        ["ip", "-j", "-4", "route", "show", "dev", ifname], capture_output=True, text=True
+    )
+    nets = []
+    for r in json.loads(out.stdout or "[]") if out.returncode == 0 else []:
+        dst = r.get("dst", "")
+        nets.append(ipaddress.IPv4Network("0.0.0.0/0" if dst == "default" else dst, strict=False))
+    return nets
+
+
 def neighbour_mac(ip: str, ifname: str) -> bytes | None:
     """The kernel's neighbour-table entry for ``ip`` on ``ifname``, if it is usable."""
     out = subprocess.run(
