@@ -1023,7 +1023,7 @@ class Session:
         self._subs[sid] = sub
         if self.config.qos_for(subject)[1].consumption == "poll":
             self._poll_subs.add(sid)
-            for t in self._senders.values():
+            for t in self._pollers():
                 t.poll_idle = _POLL_IDLE
         self._router.add_local(LocalSub(sid, subject, queue or "", sub._deliver))
         v = self._discovery.set_interest(self._router.local_interest(), self._loop.time())
@@ -1038,7 +1038,7 @@ class Session:
             return
         self._poll_subs.discard(sub.sid)
         if not self._poll_subs:
-            for t in self._senders.values():
+            for t in self._pollers():
                 t.poll_idle = 0.0
         self._router.remove_local(sub.sid)
         if not self._closed:
@@ -1194,6 +1194,13 @@ class Session:
                 batch = [item for item in batch if not shadows(item[1])]
         if batch:
             self._on_datagrams(batch)
+
+    def _pollers(self) -> list[Any]:
+        """The transports that busy-poll after a delivery (``consumption: poll``): the
+        kernel-bypass ones, whose spin polls the kernel socket too; else the kernel socket.
+        (A kernel socket spinning on its own would leave a bypass datapath unread: a copy
+        of a frame a tap shows it too would hold up the frame itself.)"""
+        return list(self._bypass) or [self._udp]
 
     def _take_woken(self) -> bool:
         woken, self._woken = self._woken, False
