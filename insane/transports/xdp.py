@@ -65,6 +65,8 @@ class XdpTransport(BypassTransport):
         self._mode = mode
         self._zero_copy = zero_copy
         self._sock: Any = None
+        self._poll_idle = 0.0
+        self._poller: asyncio.Handle | None = None
         self.native = False
         self.zero_copy = False
 
@@ -112,9 +114,34 @@ class XdpTransport(BypassTransport):
             return
         await self._closing()
         sock, self._sock = self._sock, None
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
         if self._loop is not None:
             self._loop.remove_reader(sock.fileno())
         sock.close()  # the BPF link goes with it: the program is detached
+
+    # ------------------------------------------------------------------ poll mode
+
+    @property
+    def poll_idle(self) -> float:
+        return self._poll_idle
+
+    @poll_idle.setter
+    def poll_idle(self, value: float) -> None:
+        """``consumption: poll`` also reads the RX ring at every event-loop turn, so a task
+        waiting for a message (``next_msg``) is not left to a wake-up through epoll."""
+        self._poll_idle = value
+        if value and self._poller is None and self._loop is not None and self._open:
+            self._poller = self._loop.call_soon(self._poll_turn)
+
+    def _poll_turn(self) -> None:
+        self._poller = None
+        if not self._open or not self._poll_idle or self._loop is None:
+            return
+        self._deliver_available()
+        if self._open:
+            self._poller = self._loop.call_soon(self._poll_turn)
 
     # ------------------------------------------------------------------ the datapath
 
