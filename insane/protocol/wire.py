@@ -41,6 +41,7 @@ ACK = 12
 NACK = 13
 TAIL = 14
 GAP = 15
+RDMA_SETUP = 16
 
 FRAME_NAMES = {
     ANNOUNCE: "announce",
@@ -58,6 +59,7 @@ FRAME_NAMES = {
     NACK: "nack",
     TAIL: "tail",
     GAP: "gap",
+    RDMA_SETUP: "rdma_setup",
 }
 
 _HEARTBEAT = struct.Struct("!IQQQ")  # interest version, sent ns, echoed ns, hold ns
@@ -539,3 +541,7 @@ def decode_body(ftype: int, data: bytes, start: int, end: int) -> None:
         read_position(data, head)
     elif ftype == SEQ:
         read_seq(data, head)
+    elif ftype == RDMA_SETUP:
+        from insane.protocol import rdma_setup
+
+        rdma_setup.decode(body)

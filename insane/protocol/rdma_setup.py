@@ -1,0 +1,276 @@
+"""Setting up an RDMA reliable connection with a peer over the control plane (sans-IO).
+
+Two peers that both advertise ``rdma`` exchange RDMA_SETUP frames on kernel UDP, each carrying
+one side's queue pair: its number (QPN), first packet sequence number (PSN), LID, GID, path MTU,
+and the receive buffers it posted (the first credits, see ``protocol.credits``) and their
+size. Each side then moves its queue pair to ready-to-send toward the other's.
+
+The exchange is symmetric, so both sides may start it at once (as both do when they meet):
+
+- An OFFER carries our side and is sent again every ``retry`` seconds until an ANSWER comes,
+  for at most ``timeout`` seconds; then the set-up has failed.
+- An OFFER received is always answered with an ANSWER carrying our side, again for a repeated
+  offer (the first answer may have been lost). When we have no queue pair for that peer yet,
+  the caller makes one (event `EndpointWanted`) and calls `accept`, or `refuse` with why.
+- Whatever comes first from the peer, OFFER or ANSWER, gives its side: event `Connect`, once.
+- A REFUSE says why the peer cannot (no device, out of resources...), or why it gave up (no
+  answer in time, its queue pair broke): event `Failed`. A failed link stays failed.
+
+Frames are addressed to a peer id, so a frame meant for an earlier session at the same address
+is ignored. The body (docs/wire-format.md):
+
+``flags:u8 to:u64 qpn:u32 psn:u32 lid:u16 mtu:u16 gid:16 credits:u16 buffer:u32 [reason]``
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from insane.protocol import wire
+from insane.protocol.credits import MIN_DEPTH
+from insane.transports.base import Address
+
+ANSWER = 0x01
+REFUSE = 0x02
+_BODY = struct.Struct("!BQIIHH16sHI")
+BODY_SIZE = _BODY.size
+MTUS = (256, 512, 1024, 2048, 4096)
+MAX_REASON = 256
+#: Receive buffers hold at least a datagram header and a frame.
+MIN_BUFFER = 64
+MAX_BUFFER = 1 << 24
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One side of a reliable connection, as the other side needs it."""
+
+    qpn: int
+    psn: int
+    lid: int
+    gid: bytes
+    mtu: int
+    #: Receive buffers posted for the peer (its first credits) and the bytes each holds.
+    credits: int
+    buffer: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.qpn < 1 << 24 or not 0 <= self.psn < 1 << 24:
+            raise ValueError("qpn and psn are 24-bit numbers (qpn not 0)")
+        if len(self.gid) != 16 or not 0 <= self.lid < 1 << 16:
+            raise ValueError("a gid is 16 bytes, a lid 16 bits")
+        if self.mtu not in MTUS:
+            raise ValueError(f"mtu must be one of {MTUS}")
+        if not MIN_DEPTH <= self.credits < 1 << 16:
+            raise ValueError(f"credits must be {MIN_DEPTH}..65535")
+        if not MIN_BUFFER <= self.buffer <= MAX_BUFFER:
+            raise ValueError(f"buffer must be {MIN_BUFFER}..{MAX_BUFFER} bytes")
+
+
+def encode(flags: int, to: int, ep: Endpoint | None, reason: str = "") -> bytes:
+    """An RDMA_SETUP body; a REFUSE carries no endpoint (zeros) and a reason."""
+    if ep is None:
+        head = _BODY.pack(flags, to, 0, 0, 0, 0, bytes(16), 0, 0)
+    else:
+        head = _BODY.pack(flags, to, ep.qpn, ep.psn, ep.lid, ep.mtu, ep.gid, ep.credits, ep.buffer)
+    return head + reason.encode()[:MAX_REASON]
+
+
+def decode(body: memoryview | bytes) -> tuple[int, int, Endpoint | None, str]:
+    """(flags, to, endpoint or None for a REFUSE, reason); WireError when malformed."""
+    if len(body) < BODY_SIZE:
+        raise wire.WireError("truncated", "rdma setup")
+    flags, to, qpn, psn, lid, mtu, gid, credits, buffer = _BODY.unpack_from(body)
+    if flags & ~(ANSWER | REFUSE):
+        raise wire.WireError("malformed", f"rdma setup flags {flags:#x}")
+    rest = bytes(body[BODY_SIZE:])
+    if len(rest) > MAX_REASON:
+        raise wire.WireError("malformed", "rdma setup reason too long")
+    reason = rest.decode(errors="replace")
+    if flags & REFUSE:
+        return flags, to, None, reason
+    if rest:
+        raise wire.WireError("malformed", "rdma setup: trailing bytes")
+    try:
+        ep = Endpoint(qpn, psn, lid, gid, mtu, credits, buffer)
+    except ValueError as exc:
+        raise wire.WireError("malformed", f"rdma setup: {exc}") from None
+    return flags, to, ep, reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Events for the caller
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointWanted:
+    """The peer offered and we have no queue pair for it: make one, connect it to ``remote``,
+    then call `RdmaSetup.accept` (or `RdmaSetup.refuse`)."""
+
+    peer_id: int
+    addr: Address
+    remote: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """The peer's side is known: move our queue pair for it to ready-to-send."""
+
+    peer_id: int
+    remote: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    peer_id: int
+    reason: str
+
+
+Event = EndpointWanted | Connect | Failed
+Outgoing = tuple[Address, int, bytes]
+
+
+@dataclass(slots=True)
+class _Link:
+    addr: Address
+    local: Endpoint | None = None
+    remote: Endpoint | None = None
+    answered: bool = False  # an ANSWER (or the equivalent) came: stop offering
+    started: float = 0.0
+    offered: float = -1e9
+    failed: bool = False
+
+
+class RdmaSetup:
+    """Set-up of the reliable connections of one session (``peer_id``), one per peer."""
+
+    def __init__(self, peer_id: int, *, retry: float = 0.1, timeout: float = 3.0) -> None:
+        self.peer_id = peer_id
+        self.retry = retry
+        self.timeout = timeout
+        self._links: dict[int, _Link] = {}
+        self._out: list[Outgoing] = []
+        self._events: list[Event] = []
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_outgoing(self) -> list[Outgoing]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        ev, self._events = self._events, []
+        return ev
+
+    # ------------------------------------------------------------------ state
+
+    def connected(self, peer_id: int) -> bool:
+        link = self._links.get(peer_id)
+        return link is not None and link.remote is not None and not link.failed
+
+    def pending(self, peer_id: int) -> bool:
+        """The set-up with this peer started and has neither connected nor failed."""
+        link = self._links.get(peer_id)
+        return link is not None and link.remote is None and not link.failed
+
+    def knows(self, peer_id: int) -> bool:
+        return peer_id in self._links
+
+    # ------------------------------------------------------------------ inputs
+
+    def offer(self, peer_id: int, addr: Address, local: Endpoint, now: float) -> None:
+        """Start: our queue pair for ``peer_id`` is ``local``; offer it until answered."""
+        if peer_id in self._links:
+            return
+        link = self._links[peer_id] = _Link(addr, local, started=now)
+        self._send_offer(peer_id, link, now)
+
+    def accept(self, peer_id: int, local: Endpoint) -> None:
+        """Answer an offer (after `EndpointWanted`): our queue pair, connected to theirs."""
+        link = self._links.get(peer_id)
+        if link is None or link.failed or link.local is not None:
+            return
+        link.local = local
+        link.answered = True  # their offer had their side; ours goes in the answer
+        self._out.append((link.addr, wire.RDMA_SETUP, encode(ANSWER, peer_id, local)))
+
+    def refuse(self, peer_id: int, addr: Address, reason: str) -> None:
+        """We cannot connect to ``peer_id``: tell it why, and stop."""
+        link = self._links.setdefault(peer_id, _Link(addr))
+        link.failed = True
+        self._out.append((addr, wire.RDMA_SETUP, encode(REFUSE, peer_id, None, reason)))
+
+    def fail(self, peer_id: int, reason: str) -> None:
+        """The connection broke (or could not be made) on our side: no more set-up for it,
+        and the peer is told (a REFUSE), so it stops using its side at once."""
+        link = self._links.get(peer_id)
+        if link is not None and not link.failed:
+            self._give_up(peer_id, link, reason)
+
+    def _give_up(self, peer_id: int, link: _Link, reason: str) -> None:
+        link.failed = True
+        self._events.append(Failed(peer_id, reason))
+        self._out.append((link.addr, wire.RDMA_SETUP, encode(REFUSE, peer_id, None, reason)))
+
+    def forget(self, peer_id: int) -> None:
+        """The peer is gone."""
+        self._links.pop(peer_id, None)
+
+    def on_frame(self, sender: int, addr: Address, body: memoryview | bytes, now: float) -> None:
+        """An RDMA_SETUP frame from ``sender``. Raises ``wire.WireError`` when malformed."""
+        flags, to, remote, reason = decode(body)
+        if to != self.peer_id:
+            raise wire.WireError("misaddressed", "rdma setup for another session")
+        link = self._links.get(sender)
+        if remote is None:  # REFUSE
+            if link is None:
+                link = self._links[sender] = _Link(addr)
+            if not link.failed:
+                link.failed = True
+                self._events.append(Failed(sender, f"the peer refused: {reason or 'no reason'}"))
+            return
+        if link is None:
+            link = self._links[sender] = _Link(addr, started=now)
+        if link.failed:
+            return
+        link.addr = addr
+        if link.remote is None:
+            link.remote = remote
+            if link.local is None:
+                self._events.append(EndpointWanted(sender, addr, remote))
+            else:
+                self._events.append(Connect(sender, remote))
+        elif link.remote != remote:
+            raise wire.WireError("rdma_setup_conflict", "a second queue pair for one peer")
+        if flags & ANSWER:
+            link.answered = True
+        elif link.local is not None:
+            # An offer (maybe repeated): answer it, every time.
+            link.answered = True  # their offer carries their side: ours need not be offered
+            self._out.append((addr, wire.RDMA_SETUP, encode(ANSWER, sender, link.local)))
+
+    def tick(self, now: float) -> None:
+        """Offer again where no answer came; give up after ``timeout``."""
+        for peer_id, link in self._links.items():
+            if link.failed or link.answered or link.local is None:
+                continue
+            if now - link.started >= self.timeout:
+                why = f"no answer to the RDMA set-up within {self.timeout:g} s"
+                self._give_up(peer_id, link, why)
+            elif now - link.offered >= self.retry:
+                self._send_offer(peer_id, link, now)
+
+    def _send_offer(self, peer_id: int, link: _Link, now: float) -> None:
+        assert link.local is not None
+        link.offered = now
+        self._out.append((link.addr, wire.RDMA_SETUP, encode(0, peer_id, link.local)))
+
+    def next_deadline(self) -> float | None:
+        """When `tick` next has work (None: nothing is being set up)."""
+        times = [
+            min(link.offered + self.retry, link.started + self.timeout)
+            for link in self._links.values()
+            if not (link.failed or link.answered or link.local is None)
+        ]
+        return min(times) if times else None
