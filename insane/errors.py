@@ -263,16 +263,23 @@ class JetStreamMsgError(BrokerFeatureError, NotJSMessageError):
 class MessagesLostError(Error):
     """Datagrams of a reliable stream from a peer will never arrive: the publisher no longer
     had them (its retransmit buffer is bounded by bytes and age) or it went away.  Reported to
-    ``error_cb``; the messages they carried are lost, the stream goes on after them."""
+    ``error_cb``; the messages they carried are lost, the stream goes on after them.
 
-    def __init__(self, peer: str = "", count: int = 0, detail: str = "") -> None:
+    ``sent``: the datagrams were ours, to ``peer``, handed to a connection that broke before
+    confirming them (RDMA)."""
+
+    def __init__(
+        self, peer: str = "", count: int = 0, detail: str = "", *, sent: bool = False
+    ) -> None:
         super().__init__(peer, count, detail)
         self.peer = peer
         self.count = count
         self.detail = detail
+        self.sent = sent
 
     def __str__(self) -> str:
-        return f"insane: {self.count} datagram(s) from {self.peer} lost for good ({self.detail})"
+        way = "to" if self.sent else "from"
+        return f"insane: {self.count} datagram(s) {way} {self.peer} lost for good ({self.detail})"
 
 
 class PermissionDeniedError(Error):

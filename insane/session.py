@@ -33,13 +33,14 @@ from insane.message import Msg, clean_headers
 from insane.metrics import STORE, Cell
 from insane.netif import multicast_interfaces
 from insane.permissions import Permissions
-from insane.protocol import security, wire
+from insane.protocol import rdma_setup, security, wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn, FlowOut
 from insane.protocol.fragments import Fragmenter, Reassembler
 from insane.qos import Config, load_config
 from insane.qos.model import ChannelQoS
 from insane.qos.policy import choose_route
+from insane.rdma_links import LinkFailed, RdmaLinks
 from insane.reliable_links import (
     STREAM_KINDS,
     LostData,
@@ -62,6 +63,7 @@ from insane.subscription import Callback, Subscription
 from insane.transports import multicast
 from insane.transports.base import Address, TransportCapability
 from insane.transports.dpdk import DpdkTransport
+from insane.transports.rdma import RdmaTransport
 from insane.transports.registry import probe_all
 from insane.transports.udp import UdpTransport
 from insane.transports.xdp import XdpTransport
@@ -256,6 +258,7 @@ class Session:
         # Transports by name: kernel UDP always; a kernel-bypass one when it started.
         self._senders: dict[str, Any] = {"udp": self._udp}
         self._bypass: list[Any] = []  # the kernel-bypass transports that started
+        self._rdma: RdmaLinks | None = None  # the RDMA connections, when RDMA started
         self._rx_via = "udp"  # the transport of the batch being received
         self._woken = False  # a delivery woke a task waiting in next_msg (Subscription._wake)
         self._udp.spin_until = self._take_woken
@@ -272,9 +275,10 @@ class Session:
         # receiver's reassembly memory until every fragmented datagram is dropped.
         prefix = wire.HEADER_SIZE + wire.POSITION_FRAME_SIZE + wire.SEQ_FRAME_SIZE
         # Sealing (security.mode) adds its own prefix and tag to every datagram.
-        self._dgram_limit = min(t.max_datagram for t in self._senders.values()) - (
-            security.OVERHEAD if self._sealer is not None else 0
-        )
+        largest = min(t.max_datagram for t in self._senders.values())
+        self._dgram_limit = largest - (security.OVERHEAD if self._sealer is not None else 0)
+        if self._rdma is not None:
+            self._rdma.transport.set_datagram_limit(largest)
         self._max_body = self._dgram_limit - prefix - wire.FRAME_HEADER_SIZE
         self._chunk = self._max_body - wire.FRAG_HEAD_SIZE
         # The request inbox is part of our interest from the first announcement on.
@@ -304,10 +308,10 @@ class Session:
         await self._settle(expected)
 
     async def _start_bypass(self) -> None:
-        """Open the kernel-bypass datapaths (AF_XDP, DPDK) the probes found usable, on the
-        kernel socket's port; one that fails to start is reported unavailable, with why, and
-        the session goes on without it."""
-        for name in ("xdp", "dpdk"):
+        """Open the kernel-bypass datapaths (AF_XDP, DPDK on the kernel socket's port; RDMA)
+        the probes found usable; one that fails to start is reported unavailable, with why,
+        and the session goes on without it."""
+        for name in ("xdp", "dpdk", "rdma"):
             cap = self._capabilities.get(name)
             if cap is None or not cap.available:
                 continue
@@ -326,10 +330,24 @@ class Session:
             self._bypass.append(transport)
             self._senders[name] = transport
             metrics.init_transport(name)
+            if name == "rdma":
+                self._rdma = RdmaLinks(transport, self.peer_id)
+                self._rdma.on_failure = self._rdma_failed
         self._discovery.transports = tuple(self._senders)
 
     def _bypass_transport(self, name: str, cap: TransportCapability) -> Any:
         port = self._udp.local_address[1]
+        if name == "rdma":
+            rdma = self.config.transports.rdma
+            return RdmaTransport(
+                self._udp.local_address,
+                fallback=self._udp,
+                device=rdma.device,
+                port=rdma.port,
+                gid_index=rdma.gid_index,
+                recv_depth=rdma.recv_depth,
+                send_depth=rdma.send_depth,
+            )
         if name == "xdp":
             cfg = self.config.transports.xdp
             assert cfg.interface is not None
@@ -430,6 +448,8 @@ class Session:
                 await asyncio.sleep(tick)
                 now = self._loop.time()
                 self._discovery.tick(now)
+                if self._rdma is not None:
+                    self._rdma.tick(now)
                 self._reassembler.expire(now)
                 self._count_reassembly_drops()
                 if now >= next_scan:
@@ -734,10 +754,15 @@ class Session:
         c.sent.value += 1
         c.bytes_sent.value += size
 
+    def _unusable(self, peer: Peer) -> dict[str, str]:
+        """Transports that cannot reach ``peer`` for a reason of their own, and why."""
+        why = self._rdma.unusable(peer) if self._rdma is not None else None
+        return {"rdma": why} if why else {}
+
     def _note_route(self, ch: _Channel, peer: Peer) -> None:
         """The first message of a channel to a peer: ask the policy which transport it uses
         (kept in ``ch.routed``); log and count a fallback once per (channel pattern, peer)."""
-        route = choose_route(ch.qos, self._capabilities, peer.transports)
+        route = choose_route(ch.qos, self._capabilities, peer.transports, self._unusable(peer))
         ch.routed[peer.peer_id] = route.transport if route.transport in self._senders else "udp"
         if (ch.pattern, peer.peer_id) in self._routes:
             return
@@ -786,6 +811,8 @@ class Session:
         one transport; control frames always go by kernel UDP."""
         transport = ch.routed.get(peer.peer_id, "udp")
         kind = ch.stream_kind
+        if transport == "rdma":
+            kind = 0  # the adapter retransmits and orders (RC): no sequence numbers of ours
         if not kind:
             if transport == "udp":
                 return self._queue(peer.addr)
@@ -1372,6 +1399,9 @@ class Session:
                     self._on_stream_frame(ftype, sender, addr, memoryview(data)[start:pos], now)
                 elif ftype in (wire.POSITION, wire.SEQ):
                     pass  # only meaningful first in a datagram
+                elif ftype == wire.RDMA_SETUP:
+                    control = True
+                    self._on_rdma_setup(sender, addr, memoryview(data)[start:pos], now)
                 else:
                     control = True
                     disc.on_frame(sender, ftype, memoryview(data)[start:pos], addr, now)
@@ -1498,11 +1528,12 @@ class Session:
         return run
 
     def _pump(self) -> None:
-        """Send what discovery wants sent and apply what it learnt."""
+        """Send what discovery (and the RDMA set-up) wants sent and apply what it learnt."""
         disc = self._discovery
         for addr, ftype, body in disc.take_outgoing():
             self._send_frame(addr, ftype, body)
         events = disc.take_events()
+        rdma = self._rdma
         for ev in events:
             if isinstance(ev, InterestChanged):
                 self._router.set_remote(ev.peer.peer_id, ev.peer.interest)
@@ -1510,11 +1541,15 @@ class Session:
                 log.info(
                     "peer up: %s (%016x) at %s:%d", ev.peer.name, ev.peer.peer_id, *ev.peer.addr
                 )
+                if rdma is not None:
+                    rdma.peer_up(ev.peer, self._loop.time())
             elif isinstance(ev, RttMeasured):
                 label = metrics.peer_label(ev.peer.name, ev.peer.peer_id)
                 STORE.histogram(RTT, "udp", label).observe(ev.rtt)
             elif isinstance(ev, PeerDown):
                 log.info("peer down (%s): %s (%016x)", ev.reason, ev.peer.name, ev.peer.peer_id)
+                if rdma is not None:
+                    rdma.peer_down(ev.peer)
                 self._router.drop_remote(ev.peer.peer_id)
                 self._reassembler.forget_sender(ev.peer.peer_id)
                 for t in self._bypass:
@@ -1527,7 +1562,51 @@ class Session:
                 for ch in self._channels.values():
                     ch.routed.pop(ev.peer.peer_id, None)
                 self._forget_flow(ev.peer)
+        if rdma is not None:
+            for addr, ftype, body in rdma.take_outgoing():
+                self._send_frame(addr, ftype, body)
         self._progress.set()
+
+    # ------------------------------------------------------------------ RDMA connections
+
+    def _on_rdma_setup(self, sender: int, addr: Address, body: memoryview, now: float) -> None:
+        """An RDMA_SETUP frame (insane/rdma_links.py). Without RDMA here, an offer is refused
+        with the reason, so the peer falls back at once instead of after its time-out."""
+        peer = self._discovery.peers.get(sender)
+        if peer is None:
+            return  # not a peer yet: it offers again
+        if self._rdma is not None:
+            self._rdma.on_frame(peer, body, now)
+            return
+        flags, _to, remote, _reason = rdma_setup.decode(body)
+        if remote is not None and not flags & rdma_setup.ANSWER:
+            cap = self._capabilities.get("rdma")
+            why = cap.reason if cap is not None and cap.reason else "RDMA is not available here"
+            refusal = rdma_setup.encode(rdma_setup.REFUSE, sender, None, why)
+            self._send_frame(addr, wire.RDMA_SETUP, refusal)
+
+    def _rdma_failed(self, ev: LinkFailed) -> None:
+        """RDMA to a peer is over (never made, or broke): its channels take the next transport
+        the policy allows (it now says why not RDMA); what had not left goes by kernel UDP;
+        what was handed to the adapter and not confirmed is reported lost."""
+        for ch in self._channels.values():
+            if ch.routed.get(ev.peer_id) == "rdma":
+                del ch.routed[ev.peer_id]
+        for key in [k for k in self._routes if k[1] == ev.peer_id]:
+            self._forget_route(key)
+        self._routes_changed()
+        if ev.unsent:
+            self._udp.send_batch([(d, ev.addr) for d in ev.unsent])  # (sealed already)
+            self._dgram_tx.value += len(ev.unsent)
+        q = self._out.pop(("rdma", ev.addr), None)
+        if q is not None and not q.empty:
+            self._send_datagrams([(d, ev.addr) for d in q.take()])
+        if ev.lost:
+            peer = self._discovery.peers.get(ev.peer_id)
+            name = peer.name if peer is not None and peer.name else f"{ev.peer_id:016x}"
+            detail = f"handed to RDMA and not confirmed: {ev.reason}"
+            log.warning("insane: %d datagram(s) to %s lost: %s", ev.lost, name, detail)
+            self._report(errors.MessagesLostError(name, ev.lost, detail, sent=True))
 
     def _forget_flow(self, peer: Peer) -> None:
         """A gone peer neither blocks publishers nor keeps flow or stream state; what it still
@@ -1570,12 +1649,10 @@ class Session:
     def route_for(self, subject: str, peer: Peer | None = None) -> Any:
         """The policy's route for ``subject`` toward ``peer`` (or a peer like us)."""
         ch = self._channel(subject)
-        transports = (
-            peer.transports
-            if peer is not None
-            else tuple(n for n, c in self._capabilities.items() if c.available)
-        )
-        return choose_route(ch.qos, self._capabilities, transports)
+        if peer is None:
+            transports = tuple(n for n, c in self._capabilities.items() if c.available)
+            return choose_route(ch.qos, self._capabilities, transports)
+        return choose_route(ch.qos, self._capabilities, peer.transports, self._unusable(peer))
 
 
 _frozen = False

@@ -167,7 +167,7 @@ def test_depth_and_batch_are_checked() -> None:
     assert default_batch(3) == 2 and default_batch(64) == 16
     with pytest.raises(ValueError, match="at least 3"):
         Credits(2, 8)
-    with pytest.raises(ValueError, match="batch must be 2..7"):
+    with pytest.raises(ValueError, match=r"batch must be 2\.\.7"):
         Credits(8, 8, batch=8)
-    with pytest.raises(ValueError, match="batch must be 2..7"):
+    with pytest.raises(ValueError, match=r"batch must be 2\.\.7"):
         Credits(8, 8, batch=1)

@@ -127,6 +127,20 @@ def test_rdma_needs_the_peer_to_have_rdma() -> None:
     assert choose_route(FAST_RELIABLE_LOW, ALL_UP, {"rdma", "udp"}).transport == "rdma"
 
 
+def test_a_failed_rdma_connection_to_one_peer_falls_back_with_its_reason() -> None:
+    """Both ends have a device, but the connection between them could not be made (or broke):
+    the next candidate, and the reason is the connection's, not "no device"."""
+    why = {"rdma": "the RDMA connection to the peer failed: no answer within 3 s"}
+    route = choose_route(FAST_RELIABLE_POLL, ALL_UP, EVERY_PEER, unusable=why)
+    assert (route.transport, route.wanted, route.fallback) == ("dpdk", "rdma", True)
+    assert route.reasons[0] == (
+        "rdma skipped: the RDMA connection to the peer failed: no answer within 3 s"
+    )
+    # kernel UDP cannot be ruled out that way: it is the last resort
+    only_udp = {"udp": ALL_UP["udp"]}
+    assert choose_route(FAST_RELIABLE_POLL, only_udp, EVERY_PEER, {"udp": "x"}).transport == "udp"
+
+
 @pytest.mark.parametrize("peer_side", ["udp", "xdp", "dpdk"])
 def test_udp_wire_peers_can_receive_any_udp_wire_sender(peer_side: str) -> None:
     local = {**ALL_UP, "rdma": cap("rdma", False)}

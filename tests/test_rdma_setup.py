@@ -17,6 +17,7 @@ from insane.protocol.rdma_setup import (
     Endpoint,
     EndpointWanted,
     Failed,
+    PeerReady,
     RdmaSetup,
 )
 
@@ -130,6 +131,7 @@ class Net:
         self.flight: list[tuple[int, int, bytes]] = []  # (to, from, body)
         self.connected: dict[int, list[Endpoint]] = {A_ID: [], B_ID: []}
         self.failed: dict[int, list[str]] = {A_ID: [], B_ID: []}
+        self.ready: dict[int, int] = {A_ID: 0, B_ID: 0}
 
     def other(self, me: int) -> int:
         return B_ID if me == A_ID else A_ID
@@ -148,6 +150,10 @@ class Net:
                     m.accept(ev.peer_id, self.local[me])
                 elif isinstance(ev, Connect):
                     self.connected[me].append(ev.remote)
+                elif isinstance(ev, PeerReady):
+                    assert self.connected[me], "ready before connected"
+                    assert self.m[self.other(me)].connected(me), "the peer is not connected"
+                    self.ready[me] += 1
                 else:
                     assert isinstance(ev, Failed)
                     self.failed[me].append(ev.reason)
@@ -174,6 +180,7 @@ def test_simultaneous_offers_connect_both_sides_once() -> None:
     assert net.connected == {A_ID: [net.local[B_ID]], B_ID: [net.local[A_ID]]}
     assert net.m[A_ID].connected(B_ID) and net.m[B_ID].connected(A_ID)
     assert net.m[A_ID].next_deadline() is None  # answered: nothing more to send
+    assert net.ready == {A_ID: 1, B_ID: 1}  # both got answers: both may send at once
 
 
 def test_an_offer_to_a_side_without_a_queue_pair_asks_for_one() -> None:
@@ -181,6 +188,8 @@ def test_an_offer_to_a_side_without_a_queue_pair_asks_for_one() -> None:
     net.m[A_ID].offer(B_ID, B_ADDR, net.local[A_ID], 0.0)
     net.run(1.0)
     assert net.connected == {A_ID: [net.local[B_ID]], B_ID: [net.local[A_ID]]}
+    # the offerer may send at once; the answerer waits for its first message
+    assert net.ready == {A_ID: 1, B_ID: 0}
 
 
 def test_lost_frames_are_offered_again() -> None:
@@ -284,6 +293,7 @@ def test_under_loss_duplication_and_reordering_both_sides_agree(
             assert net.failed[me]
     if net.connected[A_ID] and net.connected[B_ID]:
         assert not net.failed[A_ID] and not net.failed[B_ID]
+    assert net.ready[A_ID] <= 1 and net.ready[B_ID] <= 1  # (and only when both connected)
     if loss == 0:
         assert not net.failed[A_ID] and not net.failed[B_ID]
         assert net.connected[A_ID] and net.connected[B_ID]

@@ -44,17 +44,6 @@ def test_udp_unavailable_when_the_address_is_not_local() -> None:
     assert "192.0.2.123" in udp.reason
 
 
-@pytest.mark.parametrize("name", ["rdma"])
-def test_unimplemented_datapaths_are_unavailable_with_a_reason(name: str) -> None:
-    c = probe(name, load_config({}))
-    assert not c.available
-    assert c.reason
-    assert c.kernel_bypass
-    assert c.details["implemented"] is False
-    assert "not built into this release" in c.reason
-    assert c.details["enabled"] is True
-
-
 def test_xdp_checks_and_unset_interface() -> None:
     xdp = probe("xdp", load_config({}))
     for check in ("root", "cap_net_admin", "kernel_af_xdp", "libxdp", "libbpf", "interface"):
@@ -85,11 +74,13 @@ def test_disabled_is_a_reason() -> None:
 
 
 def test_rdma_reports_devices_and_pyverbs() -> None:
+    """(tests/test_rdma_probe.py checks the RDMA probe against device trees of its own.)"""
     rdma = probe("rdma", load_config({}))
     assert isinstance(rdma.details["devices"], list)
     assert isinstance(rdma.details["pyverbs"], bool)
     assert rdma.hardware_reliable
     assert rdma.consumption == frozenset({"poll", "low"})
+    assert rdma.details["implemented"] is True
 
 
 def test_dpdk_reports_hugepages() -> None:
@@ -114,12 +105,13 @@ def test_unknown_name() -> None:
 
 
 def test_transport_class_is_lazy_and_limited_to_implementations() -> None:
-    assert set(IMPLEMENTATIONS) == {"udp", "xdp", "dpdk"}
+    assert set(IMPLEMENTATIONS) == {"udp", "xdp", "dpdk", "rdma"}
     assert IMPLEMENTATIONS["udp"] == "insane.transports.udp:UdpTransport"
     assert registry.transport_class("xdp").name == "xdp"
     assert registry.transport_class("dpdk").name == "dpdk"
+    assert registry.transport_class("rdma").name == "rdma"
     with pytest.raises(KeyError):
-        registry.transport_class("rdma")
+        registry.transport_class("sctp")
 
 
 def test_dpdk_without_a_device_says_what_to_write() -> None:

@@ -13,6 +13,11 @@ The exchange is symmetric, so both sides may start it at once (as both do when t
   offer (the first answer may have been lost). When we have no queue pair for that peer yet,
   the caller makes one (event `EndpointWanted`) and calls `accept`, or `refuse` with why.
 - Whatever comes first from the peer, OFFER or ANSWER, gives its side: event `Connect`, once.
+- An ANSWER also says that the peer's queue pair is ready to receive (it connects before it
+  answers): event `PeerReady`, once. Until then nothing may be sent on the connection, since
+  a message reaching a queue pair that is not ready is dropped and only resent by the adapter
+  after its ACK timeout (tens of milliseconds). A side that connected on an OFFER learns the
+  same from the first message that comes over the connection (transports/rdma.py).
 - A REFUSE says why the peer cannot (no device, out of resources...), or why it gave up (no
   answer in time, its queue pair broke): event `Failed`. A failed link stays failed.
 
@@ -122,12 +127,19 @@ class Connect:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerReady:
+    """The peer's queue pair is ready to receive: we may send (after `Connect`)."""
+
+    peer_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     peer_id: int
     reason: str
 
 
-Event = EndpointWanted | Connect | Failed
+Event = EndpointWanted | Connect | PeerReady | Failed
 Outgoing = tuple[Address, int, bytes]
 
 
@@ -137,6 +149,7 @@ class _Link:
     local: Endpoint | None = None
     remote: Endpoint | None = None
     answered: bool = False  # an ANSWER (or the equivalent) came: stop offering
+    peer_ready: bool = False  # an ANSWER came: the peer's queue pair is connected
     started: float = 0.0
     offered: float = -1e9
     failed: bool = False
@@ -245,6 +258,9 @@ class RdmaSetup:
             raise wire.WireError("rdma_setup_conflict", "a second queue pair for one peer")
         if flags & ANSWER:
             link.answered = True
+            if not link.peer_ready and link.local is not None:
+                link.peer_ready = True
+                self._events.append(PeerReady(sender))
         elif link.local is not None:
             # An offer (maybe repeated): answer it, every time.
             link.answered = True  # their offer carries their side: ours need not be offered

@@ -345,10 +345,17 @@ class DpdkConfig(Section):
 
 
 class RdmaConfig(Section):
+    """The RDMA device port (insane/transports/rdma.py): which device (default: the first one
+    listed), which port, which GID (default: chosen, RoCE v2 for this host's IPv4 address
+    first), and the buffers: receive buffers posted per peer (its credits) and send buffers
+    shared by all peers, each the size of the session's largest datagram."""
+
     enabled: Flag = True
     device: Annotated[str | None, _opt(_name)] = None
     port: Annotated[int, BeforeValidator(_int_in(1, 255))] = 1
     gid_index: Annotated[int | None, _opt(_int_in(0, 255))] = None
+    recv_depth: Annotated[int, BeforeValidator(_int_in(3, 4096))] = 64
+    send_depth: Annotated[int, BeforeValidator(_int_in(1, 16384))] = 256
 
 
 class TransportsConfig(Section):

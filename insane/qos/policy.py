@@ -15,7 +15,9 @@ Ranking (`candidate_order`):
 A candidate is usable when its local capability exists, is available and healthy, supports the
 channel's consumption mode, and the peer can receive it: ``rdma`` needs ``rdma`` among the
 peer's transports (both ends need a device); ``xdp`` and ``dpdk`` share the UDP wire, so the
-peer needs any UDP-wire transport (``udp``, ``xdp`` or ``dpdk``). ``udp`` is the last resort:
+peer needs any UDP-wire transport (``udp``, ``xdp`` or ``dpdk``). A transport can also be
+unusable toward one peer for a reason of its own (``unusable``: the RDMA connection to that
+peer could not be made, or broke). ``udp`` is the last resort:
 usable whenever it is available locally, in any consumption mode (every peer speaks UDP on the
 control plane). With nothing usable, `choose_route` raises `NoRouteError`.
 """
@@ -79,8 +81,11 @@ def _skip_reason(
     qos: ChannelQoS,
     cap: TransportCapability | None,
     peer: Collection[str],
+    unusable: Mapping[str, str],
 ) -> str | None:
     """Why ``name`` is not usable for this channel and peer, or None when it is."""
+    if name in unusable and name != "udp":
+        return f"{name} skipped: {unusable[name]}"
     if cap is None:
         return f"{name} skipped: not present on this host"
     if not cap.available:
@@ -104,14 +109,16 @@ def choose_route(
     qos: ChannelQoS,
     local: LocalCapabilities,
     peer_transports: Collection[str],
+    unusable: Mapping[str, str] | None = None,
 ) -> Route:
-    """The first usable candidate for ``qos`` toward a peer advertising ``peer_transports``."""
+    """The first usable candidate for ``qos`` toward a peer advertising ``peer_transports``
+    (``unusable``: transports that cannot reach this peer, and why)."""
     caps = _by_name(local)
     order = candidate_order(qos)
     wanted = order[0]
     reasons: list[str] = []
     for name in order:
-        skip = _skip_reason(name, qos, caps.get(name), peer_transports)
+        skip = _skip_reason(name, qos, caps.get(name), peer_transports, unusable or {})
         if skip is not None:
             reasons.append(skip)
             continue

@@ -31,14 +31,12 @@ IMPLEMENTATIONS: dict[str, str] = {
     "udp": "insane.transports.udp:UdpTransport",
     "xdp": "insane.transports.xdp:XdpTransport",
     "dpdk": "insane.transports.dpdk:DpdkTransport",
+    "rdma": "insane.transports.rdma:RdmaTransport",
 }
 
 _CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
 _AF_XDP = 44
-_INFINIBAND = Path("/sys/class/infiniband")
-_NOT_BUILT = {
-    "rdma": "the RDMA datapath is not built into this release",
-}
+_NOT_BUILT: dict[str, str] = {}
 
 Checks = dict[str, object]
 
@@ -265,28 +263,62 @@ def _dpdk_runtime_checks(config: Config, checks: Checks) -> list[str]:
 
 
 def _probe_rdma(config: Config) -> TransportCapability:
+    """pyverbs, then the device, its port and a GID, as sysfs shows them (cheap: no device is
+    opened; the session opens it with pyverbs when it starts)."""
+    from insane.transports import rdma_verbs
+
     cfg = config.transports.rdma
-    devices = sorted(p.name for p in _INFINIBAND.iterdir()) if _INFINIBAND.is_dir() else []
+    root = rdma_verbs.SYSFS
+    devices = rdma_verbs.sysfs_devices(root)
+    device = cfg.device or (devices[0] if devices else None)
     checks: Checks = {
         "enabled": cfg.enabled,
-        "pyverbs": _importable("pyverbs"),
+        "pyverbs": _importable("pyverbs.device"),
         "devices": devices,
-        "device": cfg.device,
+        "device": device,
+        "port": cfg.port,
     }
     problems: list[str] = []
     if not cfg.enabled:
         problems.append("disabled by transports.rdma.enabled")
     if not checks["pyverbs"]:
-        problems.append("pyverbs is not importable (Debian: python3-pyverbs)")
+        problems.append(
+            "pyverbs is not importable (Debian: python3-pyverbs, which ./run links into .venv)"
+        )
     if not devices:
-        problems.append(f"no RDMA device ({_INFINIBAND} is empty or missing)")
-    elif cfg.device is not None and cfg.device not in devices:
-        problems.append(f"RDMA device {cfg.device!r} (transports.rdma.device) not found")
+        why = "empty" if root.is_dir() else "missing: no RDMA subsystem in the kernel, or no driver"
+        problems.append(f"no RDMA device ({root} is {why})")
+    elif device not in devices:
+        problems.append(
+            f"RDMA device {device!r} (transports.rdma.device) not found; there are: "
+            + ", ".join(devices)
+        )
+    else:
+        assert device is not None
+        port = rdma_verbs.sysfs_port(device, cfg.port, root)
+        if port is None:
+            problems.append(f"{device} has no port {cfg.port} (transports.rdma.port)")
+        else:
+            checks["port_state"] = port.state
+            checks["link_layer"] = port.link_layer
+            if port.state != "ACTIVE":
+                problems.append(
+                    f"port {cfg.port} of {device} is {port.state}, not ACTIVE: its link is not up"
+                )
+            try:
+                bind = config.transports.udp.bind
+                entry, why = rdma_verbs.choose_gid(
+                    port.gids, port.link_layer, cfg.gid_index, bind if bind != "0.0.0.0" else None
+                )
+                checks["gid_index"] = entry.index
+                checks["gid"] = why
+            except LookupError as exc:
+                problems.append(f"port {cfg.port} of {device}: {exc}")
     return _capability(
         "rdma",
         checks,
         problems,
-        f"RDMA device {cfg.device or (devices[0] if devices else '?')} port {cfg.port}",
+        f"RDMA device {device} port {cfg.port}, {checks.get('gid', '')}",
         consumption={"poll", "low"},
         kernel_bypass=True,
         hardware_reliable=True,
