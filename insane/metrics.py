@@ -145,7 +145,8 @@ DROP_REASONS = (
     "foreign", "foreign_domain", "too_many_peers", "window_full", "slow_consumer",
     "permission", "replay", "unknown_key", "bad_auth", "unauthenticated", "unencrypted",
     "duplicate", "too_large", "inconsistent_fragment", "reassembly_timeout",
-    "reassembly_memory", "bad_checksum", "rx_ring_full",
+    "reassembly_memory", "bad_checksum", "rx_ring_full", "misaddressed",
+    "rdma_setup_conflict", "rdma_error",
 )  # fmt: skip
 
 

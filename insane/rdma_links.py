@@ -99,42 +99,46 @@ class RdmaLinks:
         return self.setup.take_outgoing()
 
     def _apply(self) -> None:
+        while events := self.setup.take_events():  # (handling one may raise another)
+            for ev in events:
+                self._handle(ev)
+
+    def _handle(self, ev: rdma_setup.Event) -> None:
         t = self.transport
-        for ev in self.setup.take_events():
-            if isinstance(ev, EndpointWanted):
-                if ev.peer_id in self.failed:
-                    self.setup.refuse(ev.peer_id, ev.addr, self.failed[ev.peer_id])
-                    continue
-                try:
-                    local = t.prepare(ev.addr)
-                    self._peers[ev.peer_id] = ev.addr
-                    t.connect(ev.addr, ev.remote)
-                except (OSError, ValueError) as exc:
-                    t.drop(ev.addr)
-                    self._peers.pop(ev.peer_id, None)
-                    self.setup.refuse(ev.peer_id, ev.addr, str(exc))
-                    self._record(ev.peer_id, ev.addr, str(exc), [], 0)
-                    continue
-                self.setup.accept(ev.peer_id, local)
-                log.info("rdma: connected to peer %016x (its offer)", ev.peer_id)
-            elif isinstance(ev, Connect):
-                addr = self._peers.get(ev.peer_id)
-                if addr is None:
-                    continue
-                try:
-                    t.connect(addr, ev.remote)
-                except (OSError, ValueError) as exc:
-                    self.setup.fail(ev.peer_id, str(exc))
-                    continue
-                log.info("rdma: connected to peer %016x", ev.peer_id)
-            elif isinstance(ev, PeerReady):
-                addr = self._peers.get(ev.peer_id)
-                if addr is not None:
-                    t.peer_ready(addr)
-            elif isinstance(ev, Failed):
-                addr = self._peers.pop(ev.peer_id, None)
-                unsent, lost = t.drop(addr) if addr is not None else ([], 0)
-                self._record(ev.peer_id, addr, ev.reason, unsent, lost)
+        if isinstance(ev, EndpointWanted):
+            if ev.peer_id in self.failed:
+                self.setup.refuse(ev.peer_id, ev.addr, self.failed[ev.peer_id])
+                return
+            try:
+                local = t.prepare(ev.addr)
+                self._peers[ev.peer_id] = ev.addr
+                t.connect(ev.addr, ev.remote)
+            except (OSError, ValueError) as exc:
+                t.drop(ev.addr)
+                self._peers.pop(ev.peer_id, None)
+                self.setup.refuse(ev.peer_id, ev.addr, str(exc))
+                self._record(ev.peer_id, ev.addr, str(exc), [], 0)
+                return
+            self.setup.accept(ev.peer_id, local)
+            log.info("rdma: connected to peer %016x (its offer)", ev.peer_id)
+        elif isinstance(ev, Connect):
+            addr = self._peers.get(ev.peer_id)
+            if addr is None:
+                return
+            try:
+                t.connect(addr, ev.remote)
+            except (OSError, ValueError) as exc:
+                self.setup.fail(ev.peer_id, str(exc))
+                return
+            log.info("rdma: connected to peer %016x", ev.peer_id)
+        elif isinstance(ev, PeerReady):
+            addr = self._peers.get(ev.peer_id)
+            if addr is not None:
+                t.peer_ready(addr)
+        elif isinstance(ev, Failed):
+            addr = self._peers.pop(ev.peer_id, None)
+            unsent, lost = t.drop(addr) if addr is not None else ([], 0)
+            self._record(ev.peer_id, addr, ev.reason, unsent, lost)
 
     def _give_up(self, peer_id: int, addr: Address, reason: str) -> None:
         """We cannot even start: tell the peer (it may have offered meanwhile)."""

@@ -62,8 +62,8 @@ Opener = Callable[..., Device]
 class _Connection:
     """One peer's queue pair, its receive buffers, credits and waiting datagrams."""
 
-    __slots__ = ("addr", "credits", "failed", "in_flight", "pending", "pending_bytes", "psn",
-                 "qp", "ready", "recv")
+    __slots__ = ("addr", "credits", "data_in_flight", "failed", "in_flight", "pending",
+                 "pending_bytes", "psn", "qp", "ready", "recv")
 
     def __init__(self, addr: Address, qp: QueuePair, recv: Region) -> None:
         self.addr = addr
@@ -74,6 +74,7 @@ class _Connection:
         self.pending: collections.deque[bytes] = collections.deque()
         self.pending_bytes = 0
         self.in_flight = 0  # sends posted, not completed
+        self.data_in_flight = 0  # of which datagrams (the rest: updates and hellos)
         #: The peer's queue pair is known to be connected: it answered, or a message came.
         self.ready = False
         self.failed = ""
@@ -92,7 +93,7 @@ class RdmaTransport(Transport):
         gid_index: int | None = None,
         recv_depth: int = 64,
         send_depth: int = 256,
-        opener: Opener = rdma_verbs.open_device,
+        opener: Opener | None = None,
     ) -> None:
         self._address = address
         self._fallback = fallback
@@ -101,6 +102,7 @@ class RdmaTransport(Transport):
         self._gid_index = gid_index
         self.recv_depth = recv_depth
         self.send_depth = send_depth
+        #: Opens the device port (default: rdma_verbs.open_device, looked up at start).
         self._opener = opener
         self._dev: Device | None = None
         self._send_region: Region | None = None
@@ -109,6 +111,7 @@ class RdmaTransport(Transport):
         self._conns: dict[Address, _Connection] = {}
         self._by_qpn: dict[int, _Connection] = {}
         self._starved: set[_Connection] = set()  # waiting for a free send slot
+        self._carries_data: list[bool] = []  # per send slot: its send is a datagram
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_receive: ReceiveCallback | None = None
         self._spinning = False
@@ -132,9 +135,8 @@ class RdmaTransport(Transport):
         cq_depth = self.send_depth + 64 * self.recv_depth
         prefer = self._address[0] if self._address[0] != "0.0.0.0" else None
         try:
-            self._dev = self._opener(
-                self._device_name, self._port, self._gid_index, prefer, cq_depth
-            )
+            opener = self._opener or rdma_verbs.open_device
+            self._dev = opener(self._device_name, self._port, self._gid_index, prefer, cq_depth)
         except OSError:
             raise
         except Exception as exc:  # pyverbs raises its own errors
@@ -158,6 +160,7 @@ class RdmaTransport(Transport):
             assert self._dev is not None
             self._send_region = self._dev.region(self.send_depth, self._slot_size)
             self._send_pool = SlotPool(self.send_depth, self._slot_size)
+            self._carries_data = [False] * self.send_depth
         return self._send_region, self._send_pool
 
     @property
@@ -249,7 +252,10 @@ class RdmaTransport(Transport):
             slot = pool.take(c)
             if slot is not None:
                 n = region.write(slot, (HEADER.pack(c.credits.take(), HELLO, 0),))
-                self._post(c, region, pool, slot, n)
+                error = self._post(c, region, pool, slot, n)
+                if error:
+                    self._fail(c, error)
+                    return
         self._pump(c)
 
     def connected(self, addr: Address) -> bool:
@@ -267,10 +273,10 @@ class RdmaTransport(Transport):
         unsent = list(c.pending)
         c.pending.clear()
         c.pending_bytes = 0
-        lost = c.in_flight
+        lost = c.data_in_flight
         if self._send_pool is not None:
             self._send_pool.release_all(c)
-        c.in_flight = 0
+        c.in_flight = c.data_in_flight = 0
         c.qp.close()
         c.recv.close()
         return unsent, lost
@@ -325,7 +331,11 @@ class RdmaTransport(Transport):
             data = pending.popleft()
             c.pending_bytes -= len(data)
             n = region.write(slot, (HEADER.pack(credits.take(), DATA, 0), data))
-            if not self._post(c, region, pool, slot, n):
+            error = self._post(c, region, pool, slot, n, data=True)
+            if error:
+                pending.appendleft(data)  # not handed over: it goes another way
+                c.pending_bytes += len(data)
+                self._fail(c, error)
                 return
         if credits.update_due:
             slot = pool.take(c)
@@ -333,17 +343,23 @@ class RdmaTransport(Transport):
                 self._starved.add(c)
                 return
             n = region.write(slot, (HEADER.pack(credits.take_update(), 0, 0),))
-            self._post(c, region, pool, slot, n)
+            error = self._post(c, region, pool, slot, n)
+            if error:
+                self._fail(c, error)
 
-    def _post(self, c: _Connection, region: Region, pool: SlotPool, slot: int, n: int) -> bool:
+    def _post(
+        self, c: _Connection, region: Region, pool: SlotPool, slot: int, n: int, data: bool = False
+    ) -> str:
+        """Post a send of the slot's ``n`` bytes; what went wrong, or ""."""
         try:
             c.qp.post_send(region, slot, n, SEND_FLAG | pool.wr_id(slot))
         except Exception as exc:
             pool.give(slot)
-            self._fail(c, f"post_send failed: {exc}")
-            return False
+            return f"post_send failed: {exc}"
         c.in_flight += 1
-        return True
+        c.data_in_flight += data
+        self._carries_data[slot] = data
+        return ""
 
     @property
     def backlog_bytes(self) -> int:
@@ -393,6 +409,7 @@ class RdmaTransport(Transport):
                 if not isinstance(owner, _Connection):
                     continue  # stale: its connection was dropped
                 owner.in_flight -= 1
+                owner.data_in_flight -= self._carries_data[SlotPool.slot_of(wr_id)]
                 if ok:
                     touched.add(owner)
                 else:
