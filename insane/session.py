@@ -779,7 +779,10 @@ class Session:
                 route.transport,
                 reason,
             )
-            short = "unavailable" if "available" in reason or "not built" in reason else "peer"
+            # this host lacks (or cannot use) what the QoS ranks first, or the peer's side does
+            wanted = self._capabilities.get(route.wanted)
+            local_ok = wanted is not None and wanted.available and wanted.healthy
+            short = "peer" if local_ok else "unavailable"
             STORE.cell(
                 "insane_policy_fallbacks", ch.pattern, route.wanted, route.transport, short
             ).value += 1

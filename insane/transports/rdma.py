@@ -135,7 +135,7 @@ class RdmaTransport(Transport):
         cq_depth = self.send_depth + 64 * self.recv_depth
         prefer = self._address[0] if self._address[0] != "0.0.0.0" else None
         try:
-            opener = self._opener or rdma_verbs.open_device
+            opener: Opener = self._opener or rdma_verbs.open_device
             self._dev = opener(self._device_name, self._port, self._gid_index, prefer, cq_depth)
         except OSError:
             raise

@@ -343,69 +343,101 @@ class VerbsQueuePair:
     """One RC queue pair on the device's completion queue."""
 
     def __init__(self, dev: VerbsDevice, send_depth: int, recv_depth: int) -> None:
-        from pyverbs.qp import QP, QPAttr, QPCap, QPInitAttr
+        from pyverbs.qp import QP, QPCap, QPInitAttr
 
         e = dev._e
         self._dev = dev
         cap = QPCap(max_send_wr=send_depth, max_recv_wr=recv_depth, max_send_sge=1, max_recv_sge=1)
         init = QPInitAttr(qp_type=e.IBV_QPT_RC, scq=dev._cq, rcq=dev._cq, cap=cap, sq_sig_all=1)
-        attr = QPAttr()
-        attr.port_num = dev.port
-        attr.pkey_index = 0
-        attr.qp_access_flags = e.IBV_ACCESS_LOCAL_WRITE
-        self._qp = QP(dev._pd, init, attr)  # created, then moved to INIT
+        self._qp = QP(dev._pd, init, init_attributes(dev.port))  # created, then INIT
         self.qpn = int(self._qp.qp_num)
 
     def connect(self, remote: Endpoint, psn: int, mtu: int) -> None:
         """INIT -> RTR -> RTS toward ``remote``."""
-        from pyverbs.addr import GID, AHAttr, GlobalRoute
-        from pyverbs.qp import QPAttr
-
         dev = self._dev
-        attr = QPAttr()
-        attr.port_num = dev.port
-        attr.path_mtu = {256: 1, 512: 2, 1024: 3, 2048: 4, 4096: 5}[mtu]
-        attr.dest_qp_num = remote.qpn
-        attr.rq_psn = remote.psn
-        attr.max_dest_rd_atomic = 1
-        attr.min_rnr_timer = _MIN_RNR_TIMER
-        if dev.link_layer == "ethernet":
-            gr = GlobalRoute(
-                dgid=GID(gid_text(remote.gid)), sgid_index=dev.gid_index, hop_limit=64
-            )
-            attr.ah_attr = AHAttr(port_num=dev.port, is_global=1, gr=gr, dlid=0)
-        else:
-            attr.ah_attr = AHAttr(port_num=dev.port, is_global=0, dlid=remote.lid)
-        attr.timeout = _TIMEOUT
-        attr.retry_cnt = _RETRY_CNT
-        attr.rnr_retry = _RNR_RETRY
-        attr.sq_psn = psn
-        attr.max_rd_atomic = 1
-        self._qp.to_rts(attr)
+        self._qp.to_rts(
+            rts_attributes(dev.port, dev.link_layer, dev.gid_index, remote, psn, mtu)
+        )
 
     def post_recv(self, region: Region, slot: int, wr_id: int) -> None:
-        from pyverbs.wr import SGE, RecvWR
-
         assert isinstance(region, VerbsRegion)
-        sge = SGE(region.addr + slot * region.slot_size, region.slot_size, region.lkey)
-        self._qp.post_recv(RecvWR(wr_id=wr_id, num_sge=1, sg=[sge]))
+        at = region.addr + slot * region.slot_size
+        self._qp.post_recv(receive_request(at, region.slot_size, region.lkey, wr_id))
 
     def post_send(self, region: Region, slot: int, length: int, wr_id: int) -> None:
-        from pyverbs.wr import SGE, SendWR
-
         assert isinstance(region, VerbsRegion)
-        e = self._dev._e
-        sge = SGE(region.addr + slot * region.slot_size, length, region.lkey)
-        wr = SendWR(
-            wr_id=wr_id, opcode=e.IBV_WR_SEND, num_sge=1, sg=[sge], send_flags=e.IBV_SEND_SIGNALED
-        )
-        self._qp.post_send(wr)
+        at = region.addr + slot * region.slot_size
+        self._qp.post_send(send_request(at, length, region.lkey, wr_id))
 
     def close(self) -> None:
         try:
             self._qp.close()
         except Exception:
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The attributes and work requests, built apart from any device (tests check them on pyverbs)
+
+
+def init_attributes(port: int) -> Any:
+    """RESET -> INIT: the port, pkey 0, and local writes only (SEND/RECV: no remote access)."""
+    import pyverbs.enums as e
+    from pyverbs.qp import QPAttr
+
+    attr = QPAttr()
+    attr.port_num = port
+    attr.pkey_index = 0
+    attr.qp_access_flags = e.IBV_ACCESS_LOCAL_WRITE
+    return attr
+
+
+def rts_attributes(
+    port: int, link_layer: str, gid_index: int, remote: Endpoint, psn: int, mtu: int
+) -> Any:
+    """INIT -> RTR -> RTS toward ``remote``: its QPN and PSN, the path (a GRH to its GID on
+    RoCE; its LID on InfiniBand), the MTU both sides can take, and the retry settings."""
+    from pyverbs.addr import GID, AHAttr, GlobalRoute
+    from pyverbs.qp import QPAttr
+
+    attr = QPAttr()
+    attr.port_num = port
+    attr.path_mtu = {256: 1, 512: 2, 1024: 3, 2048: 4, 4096: 5}[mtu]
+    attr.dest_qp_num = remote.qpn
+    attr.rq_psn = remote.psn
+    attr.max_dest_rd_atomic = 1
+    attr.min_rnr_timer = _MIN_RNR_TIMER
+    if link_layer == "ethernet":
+        gr = GlobalRoute(dgid=GID(gid_text(remote.gid)), sgid_index=gid_index, hop_limit=64)
+        attr.ah_attr = AHAttr(port_num=port, is_global=1, gr=gr, dlid=0)
+    else:
+        attr.ah_attr = AHAttr(port_num=port, is_global=0, dlid=remote.lid)
+    attr.timeout = _TIMEOUT
+    attr.retry_cnt = _RETRY_CNT
+    attr.rnr_retry = _RNR_RETRY
+    attr.sq_psn = psn
+    attr.max_rd_atomic = 1
+    return attr
+
+
+def receive_request(addr: int, length: int, lkey: int, wr_id: int) -> Any:
+    from pyverbs.wr import SGE, RecvWR
+
+    return RecvWR(wr_id=wr_id, num_sge=1, sg=[SGE(addr, length, lkey)])
+
+
+def send_request(addr: int, length: int, lkey: int, wr_id: int) -> Any:
+    """A signalled SEND of ``length`` bytes at ``addr``."""
+    import pyverbs.enums as e
+    from pyverbs.wr import SGE, SendWR
+
+    return SendWR(
+        wr_id=wr_id,
+        opcode=e.IBV_WR_SEND,
+        num_sge=1,
+        sg=[SGE(addr, length, lkey)],
+        send_flags=e.IBV_SEND_SIGNALED,
+    )
 
 
 def _status_text(status: int, vendor_err: int) -> str:
