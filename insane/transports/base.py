@@ -100,3 +100,22 @@ def busy_poll(
         last = clock()
         if last - start > limit:
             return False
+
+
+def spin_datapath(
+    datapath: Callable[[], bool],
+    kernel: Callable[[], bool] | None,
+    until: Callable[[], bool] | None,
+    idle: float,
+    limit: float,
+) -> bool:
+    """`busy_poll` over a kernel-bypass datapath (``datapath()`` reads and delivers a batch,
+    True if there was one) and the session's kernel socket (``kernel``), since replies and
+    control traffic may come either way."""
+
+    def poll_once() -> bool:
+        if datapath():
+            return True
+        return kernel() if kernel is not None else False
+
+    return busy_poll(poll_once, until, idle, limit)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from insane.metrics import STORE
 from insane.transports import frames
-from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, busy_poll
+from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, spin_datapath
 
 #: Poll mode returns to the event loop at least this often (seconds).
 SPIN_LIMIT = 0.005
@@ -141,18 +141,17 @@ class BypassTransport(Transport):
             return False
         deliver = self._on_receive
         recv = self._recv
-        kernel = self.kernel_poll
 
-        def poll_once() -> bool | None:
+        def datapath() -> bool:
             batch = recv()
             if batch:
                 deliver(batch)
                 return True
-            return kernel() if kernel is not None else False
+            return False
 
         self._spinning = True
         try:
-            return busy_poll(poll_once, until, idle, limit)
+            return spin_datapath(datapath, self.kernel_poll, until, idle, limit)
         finally:
             self._spinning = False
 

@@ -38,7 +38,13 @@ from insane.metrics import STORE
 from insane.protocol.credits import Credits
 from insane.protocol.rdma_setup import MAX_BUFFER, Endpoint
 from insane.transports import rdma_verbs
-from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, busy_poll
+from insane.transports.base import (
+    Address,
+    Datagram,
+    ReceiveCallback,
+    Transport,
+    spin_datapath,
+)
 from insane.transports.rdma_buffers import SlotPool
 from insane.transports.rdma_verbs import SEND_FLAG, Device, QueuePair, Region
 
@@ -460,17 +466,9 @@ class RdmaTransport(Transport):
         """Busy-poll the completion queue and the kernel socket (``consumption: poll``)."""
         if not self._open or self._spinning:
             return False
-        poll = self._poll_once
-        kernel = self.kernel_poll
-
-        def poll_once() -> bool | None:
-            if poll():
-                return True
-            return kernel() if kernel is not None else False
-
         self._spinning = True
         try:
-            return busy_poll(poll_once, until, idle, limit)
+            return spin_datapath(self._poll_once, self.kernel_poll, until, idle, limit)
         finally:
             self._spinning = False
 
