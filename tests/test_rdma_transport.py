@@ -184,3 +184,19 @@ async def test_a_broken_connection_is_reported_once(fabric: Fabric) -> None:
     assert before >= 1
     await a.t.close()
     await b.t.close()
+
+
+async def test_connections_beyond_what_the_completion_queue_holds_are_refused(
+    fabric: Fabric, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from insane.transports import rdma
+
+    monkeypatch.setattr(rdma, "MAX_CONNECTIONS", 2)
+    a = Side(fabric, A)
+    await a.start()
+    a.t.prepare(("10.0.0.2", 1))
+    a.t.prepare(("10.0.0.3", 1))
+    with pytest.raises(OSError, match="already 2 RDMA connections"):
+        a.t.prepare(("10.0.0.4", 1))
+    a.t.prepare(("10.0.0.3", 1))  # the same peer again replaces its connection
+    await a.t.close()

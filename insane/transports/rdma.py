@@ -59,6 +59,9 @@ HELLO = 0x02
 #: transports', so this never lowers it); receive buffers are sized to the session's limit.
 MAX_DATAGRAM = 65536 - HEADER_SIZE
 _POLL_BURST = 64
+#: Connections one transport holds at most: the completion queue is sized for them (a full
+#: completion queue breaks every connection on it); beyond, peers are refused and use UDP.
+MAX_CONNECTIONS = 64
 #: Poll mode returns to the event loop at least this often (seconds).
 SPIN_LIMIT = 0.005
 
@@ -138,7 +141,7 @@ class RdmaTransport(Transport):
 
     async def start(self, on_receive: ReceiveCallback) -> None:
         """Open the device port and its completion queue. Raises OSError saying why not."""
-        cq_depth = self.send_depth + 64 * self.recv_depth
+        cq_depth = self.send_depth + MAX_CONNECTIONS * self.recv_depth
         prefer = self._address[0] if self._address[0] != "0.0.0.0" else None
         try:
             opener: Opener = self._opener or rdma_verbs.open_device
@@ -206,6 +209,11 @@ class RdmaTransport(Transport):
         if not self._open or self._dev is None:
             raise OSError("the RDMA transport is closed")
         self.drop(addr)  # an earlier peer at this address
+        if len(self._conns) >= MAX_CONNECTIONS:
+            raise OSError(
+                f"already {len(self._conns)} RDMA connections, as many as the completion "
+                "queue is sized for"
+            )
         self._ensure_send_region()
         dev = self._dev
         try:
