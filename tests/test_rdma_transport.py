@@ -200,3 +200,27 @@ async def test_connections_beyond_what_the_completion_queue_holds_are_refused(
         a.t.prepare(("10.0.0.4", 1))
     a.t.prepare(("10.0.0.3", 1))  # the same peer again replaces its connection
     await a.t.close()
+
+
+async def test_a_hello_waits_for_a_free_send_slot_rather_than_being_skipped(
+    fabric: Fabric,
+) -> None:
+    """a's one send slot is busy when b answers: the HELLO goes once the slot is free, so b,
+    which waits for a first message before it sends, is not left waiting for ever."""
+    C = ("10.0.0.3", 4000)
+    a = Side(fabric, A, send_depth=1)
+    b, c = Side(fabric, B), Side(fabric, C)
+    for s in (a, b, c):
+        await s.start()
+    for peer, addr in ((b, B), (c, C)):
+        ep_a = a.t.prepare(addr)
+        ep_peer = peer.t.prepare(A)
+        peer.t.connect(A, ep_a)
+        a.t.connect(addr, ep_peer)
+    a.t.peer_ready(C)  # a's HELLO to c takes the one slot until its completion is read
+    b.t.send_batch([(b"from b", A)])
+    a.t.peer_ready(B)  # no free slot now
+    await until(lambda: a.got == [(b"from b", B)])
+    assert fabric.not_ready == 0
+    for s in (a, b, c):
+        await s.t.close()

@@ -71,8 +71,8 @@ Opener = Callable[..., Device]
 class _Connection:
     """One peer's queue pair, its receive buffers, credits and waiting datagrams."""
 
-    __slots__ = ("addr", "credits", "data_in_flight", "failed", "in_flight", "pending",
-                 "pending_bytes", "psn", "qp", "ready", "recv")
+    __slots__ = ("addr", "credits", "data_in_flight", "failed", "hello_due", "in_flight",
+                 "pending", "pending_bytes", "psn", "qp", "ready", "recv")
 
     def __init__(self, addr: Address, qp: QueuePair, recv: Region) -> None:
         self.addr = addr
@@ -86,6 +86,8 @@ class _Connection:
         self.data_in_flight = 0  # of which datagrams (the rest: updates and hellos)
         #: The peer's queue pair is known to be connected: it answered, or a message came.
         self.ready = False
+        #: Our first message to the peer has not left yet (a datagram or a HELLO).
+        self.hello_due = False
         self.failed = ""
 
 
@@ -261,15 +263,7 @@ class RdmaTransport(Transport):
         if c is None or c.credits is None or c.ready or c.failed:
             return
         c.ready = True
-        if not c.pending:
-            region, pool = self._ensure_send_region()
-            slot = pool.take(c)
-            if slot is not None:
-                n = region.write(slot, (HEADER.pack(c.credits.take(), HELLO, 0),))
-                error = self._post(c, region, pool, slot, n)
-                if error:
-                    self._fail(c, error)
-                    return
+        c.hello_due = True
         self._pump(c)
 
     def connected(self, addr: Address) -> bool:
@@ -331,7 +325,9 @@ class RdmaTransport(Transport):
         return len(datagrams)
 
     def _pump(self, c: _Connection) -> None:
-        """Post what credits and send slots allow, then an update if one is due."""
+        """Post what credits and send slots allow, then a message with no data if one is due:
+        a HELLO when no datagram went first, or an update of credits. Without a free send
+        slot the connection waits (``_starved``) for the next send completion."""
         credits = c.credits
         if credits is None or not c.ready or c.failed:
             return
@@ -351,15 +347,21 @@ class RdmaTransport(Transport):
                 c.pending_bytes += len(data)
                 self._fail(c, error)
                 return
-        if credits.update_due:
-            slot = pool.take(c)
-            if slot is None:
-                self._starved.add(c)
-                return
-            n = region.write(slot, (HEADER.pack(credits.take_update(), 0, 0),))
-            error = self._post(c, region, pool, slot, n)
-            if error:
-                self._fail(c, error)
+            c.hello_due = False
+        hello = c.hello_due and credits.can_send
+        if not hello and not credits.update_due:
+            return
+        slot = pool.take(c)
+        if slot is None:
+            self._starved.add(c)
+            return
+        returned = credits.take() if hello else credits.take_update()
+        n = region.write(slot, (HEADER.pack(returned, HELLO if hello else 0, 0),))
+        error = self._post(c, region, pool, slot, n)
+        if error:
+            self._fail(c, error)
+            return
+        c.hello_due = False
 
     def _post(
         self, c: _Connection, region: Region, pool: SlotPool, slot: int, n: int, data: bool = False
