@@ -1184,11 +1184,13 @@ class Session:
         for reason in self._reassembler.take_drops():
             self._drop(reason)
 
-    def _send_datagrams(self, datagrams: list[tuple[bytes, Address]], via: str = "udp") -> None:
+    def _send_datagrams(
+        self, datagrams: list[tuple[bytes, Address]], via: str = "udp", *, sealed: bool = False
+    ) -> None:
         """Hand datagrams to a transport (kernel UDP unless ``via`` names another), sealed
-        first when ``security.mode`` says so."""
+        first when ``security.mode`` says so (and they are not ``sealed`` already)."""
         sealer = self._sealer
-        if sealer is not None:
+        if sealer is not None and not sealed:
             datagrams = [(sealer.seal(d), a) for d, a in datagrams]
         if via == "udp":
             self._udp.send_batch(datagrams)
@@ -1599,8 +1601,7 @@ class Session:
             self._forget_route(key)
         self._routes_changed()
         if ev.unsent:
-            self._udp.send_batch([(d, ev.addr) for d in ev.unsent])  # (sealed already)
-            self._dgram_tx.value += len(ev.unsent)
+            self._send_datagrams([(d, ev.addr) for d in ev.unsent], sealed=True)
         q = self._out.pop(("rdma", ev.addr), None)
         if q is not None and not q.empty:
             self._send_datagrams([(d, ev.addr) for d in q.take()])

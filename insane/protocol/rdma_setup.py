@@ -182,11 +182,6 @@ class RdmaSetup:
         link = self._links.get(peer_id)
         return link is not None and link.remote is not None and not link.failed
 
-    def pending(self, peer_id: int) -> bool:
-        """The set-up with this peer started and has neither connected nor failed."""
-        link = self._links.get(peer_id)
-        return link is not None and link.remote is None and not link.failed
-
     def knows(self, peer_id: int) -> bool:
         return peer_id in self._links
 

@@ -32,7 +32,6 @@ import logging
 import random
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from insane.metrics import STORE
 from insane.protocol.credits import Credits
@@ -173,10 +172,6 @@ class RdmaTransport(Transport):
             self._send_pool = SlotPool(self.send_depth, self._slot_size)
             self._carries_data = [False] * self.send_depth
         return self._send_region, self._send_pool
-
-    @property
-    def device_info(self) -> dict[str, object]:
-        return rdma_verbs.describe(self._dev) if self._dev is not None else {}
 
     async def close(self) -> None:
         if self._open:
@@ -484,13 +479,6 @@ class RdmaTransport(Transport):
 
     def count_drops(self) -> None:
         """(Drops are counted as they happen.)"""
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "connections": len(self._conns),
-            "backlog_bytes": self.backlog_bytes,
-            "send_slots_free": self._send_pool.free if self._send_pool is not None else 0,
-        }
 
 
 assert MAX_DATAGRAM + HEADER_SIZE <= MAX_BUFFER

@@ -108,13 +108,15 @@ class PortInfo(NamedTuple):
     gids: list[GidEntry]
 
 
-def sysfs_devices(root: Path = SYSFS) -> list[str]:
+def sysfs_devices(root: Path | None = None) -> list[str]:
+    """The RDMA devices under ``root`` (default: `SYSFS`, looked up at call time)."""
+    root = SYSFS if root is None else root
     return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
 
 
-def sysfs_port(device: str, port: int, root: Path = SYSFS) -> PortInfo | None:
+def sysfs_port(device: str, port: int, root: Path | None = None) -> PortInfo | None:
     """A port as sysfs describes it, or None when the device has no such port."""
-    base = root / device / "ports" / str(port)
+    base = (SYSFS if root is None else root) / device / "ports" / str(port)
     if not base.is_dir():
         return None
     state = _read(base / "state").partition(":")[2].strip() or "UNKNOWN"

@@ -36,7 +36,6 @@ IMPLEMENTATIONS: dict[str, str] = {
 
 _CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
 _AF_XDP = 44
-_NOT_BUILT: dict[str, str] = {}
 
 Checks = dict[str, object]
 
@@ -339,7 +338,7 @@ def _capability(
     implemented = name in IMPLEMENTATIONS
     checks["implemented"] = implemented
     if not implemented:
-        not_built = _NOT_BUILT.get(name, f"no {name} datapath is built into this release")
+        not_built = f"no {name} datapath is built into this release"
         problems.append(not_built if problems else f"{not_built} (checks above would pass)")
     return TransportCapability(
         name=name,
