@@ -162,7 +162,7 @@ async def test_broker_only_options_are_accepted_and_logged(
     async def cb(*args: Any) -> None:
         pass
 
-    caplog.set_level(logging.DEBUG, logger="compat.nats")
+    caplog.set_level(logging.DEBUG, logger="insane.nats")
     c = await nats_facade.connect(
         ["nats://a:4222", "tls://b:4443"],
         name="opts",
@@ -259,10 +259,18 @@ async def test_publish_to_malformed_or_wildcard_subject_is_refused(nc: Client) -
 
 
 def test_compat_is_importable_as_installed(tmp_path: Path) -> None:
-    """``import compat.nats`` works from any directory (the editable install provides it)."""
+    """``import compat.nats`` works from any directory (the editable install provides it), and
+    is ``insane.nats`` itself, submodules and exception classes included."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = (
+        "import compat.nats as c, insane.nats as i\n"
+        "from compat.nats.errors import TimeoutError as T\n"
+        "from compat.nats.aio.client import Client\n"
+        "assert c is i and T is i.errors.TimeoutError and Client is i.Client\n"
+        "print(c.connect.__module__)"
+    )
     out = subprocess.run(
-        [sys.executable, "-c", "import compat.nats as n; print(n.connect.__module__)"],
+        [sys.executable, "-c", code],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -270,4 +278,29 @@ def test_compat_is_importable_as_installed(tmp_path: Path) -> None:
         timeout=30,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "compat.nats"
+    assert out.stdout.strip() == "insane.nats"
+
+
+def test_insane_nats_works_beside_an_apps_own_compat_module(tmp_path: Path) -> None:
+    """An app with a ``compat.py`` of its own shadows our ``compat`` package; it imports the
+    facade as ``insane.nats`` and runs the same."""
+    (tmp_path / "compat.py").write_text("VALUE = 1\n")
+    (tmp_path / "app.py").write_text(
+        "import asyncio\n"
+        "import compat\n"
+        "import insane.nats as nats\n"
+        "async def main():\n"
+        f"    nc = await nats.connect(insane_config={{'domain': {random.randrange(1, 2**32)}}})\n"
+        "    sub = await nc.subscribe('x')\n"
+        "    await nc.publish('x', b'hi')\n"
+        "    print(compat.VALUE, (await sub.next_msg(timeout=2)).data.decode())\n"
+        "    await nc.close()\n"
+        "asyncio.run(main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "app.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1 hi"

@@ -49,10 +49,7 @@ def add_device(
 def sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "infiniband"
     monkeypatch.setattr(rdma_verbs, "SYSFS", root)
-    real = registry._importable
-    monkeypatch.setattr(
-        registry, "_importable", lambda m: True if m == "pyverbs.device" else real(m)
-    )
+    monkeypatch.setattr(rdma_verbs, "pyverbs_found", lambda: True)
     return root
 
 
@@ -103,10 +100,11 @@ def test_a_port_that_is_down_says_so(sysfs: Path) -> None:
 
 def test_pyverbs_missing(sysfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     add_device(sysfs, "mlx5_0", gids=ROCE)
-    monkeypatch.setattr(registry, "_importable", lambda m: False)
+    monkeypatch.setattr(rdma_verbs, "pyverbs_found", lambda: False)
     c = probe("rdma", load_config({}))
     assert c.reason == (
-        "pyverbs is not importable (Debian: python3-pyverbs, which ./run links into .venv)"
+        "pyverbs is not installed for this Python "
+        "(Debian: python3-pyverbs, which ./run links into .venv)"
     )
 
 

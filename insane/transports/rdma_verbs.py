@@ -8,16 +8,21 @@ watches for ``consumption: low``), and memory regions sliced into equal slots. A
 toward the peer's side once the control plane brought it, and used with single-slot SEND
 and RECV work requests, every one signalled.
 
-pyverbs is imported only when a device is opened, so the GID choice and the rest of the
-package work (and are tested) where it is missing. What the transport asks of a device is
-written down as the `Device` protocol; tests/verbs_sim.py provides the same on a simulated
-fabric for the tests that have no hardware.
+pyverbs is imported only when a device is opened (`import_pyverbs`, which undoes what its
+import does to the application's logging), so the GID choice and the rest of the package work
+(and are tested) where it is missing, and a probe finds it without importing it
+(`pyverbs_found`). What the transport asks of a device is written down as the `Device`
+protocol; tests/verbs_sim.py provides the same on a simulated fabric for the tests that have
+no hardware.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
+import logging
 import os
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,13 +201,45 @@ class Device(Protocol):
     def close(self) -> None: ...
 
 
+def pyverbs_found() -> bool:
+    """Whether pyverbs is installed for this Python (its compiled modules carry this
+    interpreter's extension suffix), found without importing it."""
+    try:
+        spec = importlib.util.find_spec("pyverbs")
+    except (ImportError, ValueError):
+        return False
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    return spec is not None and any(
+        os.path.exists(os.path.join(d, "device" + suffix))
+        for d in spec.submodule_search_locations or ()
+    )
+
+
+def import_pyverbs() -> None:
+    """Import pyverbs, leaving the application's logging as it was.
+
+    rdma-core's pyverbs.base calls ``logging.basicConfig(level=INFO)`` when imported: on an
+    application that had not configured logging, that would add a stderr handler to the root
+    logger and lower its level, and every library's INFO lines would start to show. The root
+    logger's handlers and level are put back as they were."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import pyverbs.device  # noqa: F401
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+
+
 def open_device(
     name: str | None, port: int, gid_index: int | None, prefer_ipv4: str | None, cq_depth: int
 ) -> VerbsDevice:
     """Open ``port`` of device ``name`` (default: the first) with pyverbs. Raises OSError
     saying what is missing or wrong."""
     try:
-        import pyverbs.device  # noqa: F401
+        import_pyverbs()
     except ImportError as exc:
         raise OSError(f"pyverbs is not importable ({exc}); Debian: python3-pyverbs") from None
     names = sysfs_devices()

@@ -272,7 +272,7 @@ def _probe_rdma(config: Config) -> TransportCapability:
     device = cfg.device or (devices[0] if devices else None)
     checks: Checks = {
         "enabled": cfg.enabled,
-        "pyverbs": _importable("pyverbs.device"),
+        "pyverbs": rdma_verbs.pyverbs_found(),
         "devices": devices,
         "device": device,
         "port": cfg.port,
@@ -282,7 +282,8 @@ def _probe_rdma(config: Config) -> TransportCapability:
         problems.append("disabled by transports.rdma.enabled")
     if not checks["pyverbs"]:
         problems.append(
-            "pyverbs is not importable (Debian: python3-pyverbs, which ./run links into .venv)"
+            "pyverbs is not installed for this Python "
+            "(Debian: python3-pyverbs, which ./run links into .venv)"
         )
     if not devices:
         why = "empty" if root.is_dir() else "missing: no RDMA subsystem in the kernel, or no driver"

@@ -64,7 +64,10 @@ __all__ = [
     "Subscription",
 ]
 
-log = logging.getLogger("compat.nats")
+#: The facade's own notes (options without effect), quiet unless the app configures logging.
+log = logging.getLogger("insane.nats")
+#: Asynchronous errors with no error_cb, logged as nats-py logs them (same logger, same text).
+_nats_log = logging.getLogger("nats.aio.client")
 
 DEFAULT_PENDING_SIZE = 2 * 1024 * 1024
 DEFAULT_BUFFER_SIZE = 32768
@@ -119,7 +122,7 @@ _NO_EFFECT: dict[str, Any] = {
 
 async def _default_error_callback(ex: Exception) -> None:
     """nats-py's default: log asynchronous errors."""
-    log.error("nats: encountered error", exc_info=ex)
+    _nats_log.error("nats: encountered error", exc_info=ex)
 
 
 def _is_coroutine_callback(cb: Any) -> bool:
