@@ -17,13 +17,17 @@ from insane.qos.config import ConfigError
 
 
 def _read(config: Config, what: str, path: str) -> bytes:
+    """The key file ``path`` as written at ``security.<what>`` (relative to the YAML's
+    directory)."""
+    full = config.file_path(path)
     try:
-        with open(path, "rb") as f:
+        with open(full, "rb") as f:
             data = f.read(1 << 16)
     except OSError as exc:
+        where = "" if full == path else f"{full}: "
         raise ConfigError(
             f"{config.source}: security.{what}: expected a readable key file, got {path!r} "
-            f"({exc.strerror})"
+            f"({where}{exc.strerror})"
         ) from None
     return data
 

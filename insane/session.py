@@ -381,7 +381,9 @@ class Session:
         if m.port is not None:
             self.metrics_port = metrics_http.serve(m.bind, m.port, m.port_span)
             if m.targets_dir is not None:
-                metrics_http.write_target(m.targets_dir, m.bind, self.metrics_port)
+                metrics_http.write_target(
+                    self.config.file_path(m.targets_dir), m.bind, self.metrics_port
+                )
 
     def _peer_count(self) -> float:
         return float(len(self._discovery.peers))

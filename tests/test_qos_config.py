@@ -394,3 +394,18 @@ def test_null_sections_are_empty() -> None:
     assert cfg.channels == {}
     assert cfg.discovery.peers == ()
     assert cfg.transports == Config().transports
+
+
+def test_describe_shows_the_qos_as_applied() -> None:
+    """`insane qos explain`'s qos line: a best-effort channel keeps no order, whatever the
+    rule or the default says about ordering."""
+    cfg = load_config({"channels": {"md.>": {"qos": ["fast", "best_effort"]}}})
+    _, qos = cfg.qos_for("md.x")
+    assert qos.ordering == "ordered"  # resolved from the default rule
+    assert qos.describe() == (
+        "datapath=fast reliability=best_effort ordering=none consumption=low overflow=block"
+    )
+    _, qos = cfg.qos_for("other")
+    assert qos.describe() == (
+        "datapath=default reliability=reliable ordering=ordered consumption=low overflow=block"
+    )

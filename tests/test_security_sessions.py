@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 import insane
+from insane.keys import load_keyring
 from insane.metrics import STORE
+from insane.qos import load_config
 from insane.qos.config import ConfigError
 
 
@@ -103,3 +105,32 @@ async def test_bad_keys_fail_at_connect_naming_file_and_key(tmp_path: Path) -> N
         await insane.connect(config(1, "encrypt", short))
     with pytest.raises(ConfigError, match=r"security: expected key_file or key_env"):
         await insane.connect({"domain": 1, "security": {"mode": "authenticate"}})
+
+
+def test_key_files_are_relative_to_the_yaml_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service started from elsewhere (systemd: cwd /) finds the key beside its YAML."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "domain.key").write_bytes(os.urandom(32))
+    (etc / "old.key").write_bytes(os.urandom(32))
+    (etc / "insane.yaml").write_text(
+        "security: {mode: encrypt, key_file: domain.key, previous_key_file: old.key}\n"
+        "metrics: {targets_dir: targets}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(etc / "insane.yaml")
+    ring = load_keyring(cfg)
+    assert ring is not None
+    assert cfg.file_path("targets") == str(etc / "targets")
+    assert cfg.file_path("/abs/key") == "/abs/key"
+    (etc / "domain.key").unlink()
+    with pytest.raises(ConfigError) as e:
+        load_keyring(cfg)
+    assert str(e.value) == (
+        f"{etc / 'insane.yaml'}: security.key_file: expected a readable key file, got "
+        f"'domain.key' ({etc / 'domain.key'}: No such file or directory)"
+    )
+    # Without a file behind the configuration, paths stay relative to the working directory.
+    assert load_config({}).file_path("k") == "k"

@@ -8,6 +8,7 @@ the file and the key path. Unknown keys are errors in every section.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, NoReturn, get_args
 
@@ -264,8 +265,13 @@ class ChannelQoS(BaseModel):
         )
 
     def describe(self) -> str:
-        """One line: ``datapath=fast reliability=reliable ordering=ordered ...``."""
-        return " ".join(f"{k}={v}" for k, v in self.model_dump().items())
+        """The QoS as applied, on one line: ``datapath=fast reliability=reliable
+        ordering=ordered ...``. A best-effort channel carries no sequence numbers, so it has
+        no order to keep whatever ``ordering`` says: it shows ``ordering=none``."""
+        fields = self.model_dump()
+        if not self.reliable:
+            fields["ordering"] = "none"
+        return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
 class QoSRule(Section):
@@ -542,6 +548,16 @@ class Config(Section):
                 entries.clear()
             entries[subject] = hit
         return hit
+
+    def file_path(self, value: str) -> str:
+        """A path written in this configuration (``security.key_file``,
+        ``metrics.targets_dir``, ...): relative paths are relative to the YAML file's
+        directory, so a service started from anywhere finds its files; with no file behind
+        the configuration (a mapping, the default), relative to the working directory."""
+        expanded = os.path.expanduser(value)
+        if os.path.isabs(expanded) or self._source.startswith("<"):
+            return expanded
+        return os.path.join(os.path.dirname(os.path.abspath(self._source)), expanded)
 
     def peer_addresses(self) -> tuple[tuple[str, int], ...]:
         """``discovery.peers`` as ``(host, port)`` tuples."""
