@@ -198,6 +198,14 @@ def overview_panels() -> list[PanelBuilder]:
         .mappings([yes_no])
         .override_by_name("available", [color_text]),
         info_table(
+            "Sessions",
+            "The sessions open in each process: the name each was given (connect(name=...), "
+            "nats-py's name=) and its peer id. The Service variable picks processes by it.",
+            f"insane_session_info{{{INSTANCE}}}",
+            ["name", "id", "instance"],
+            8,
+        ),
+        info_table(
             "Build",
             "The INSANE version, Python version and use of the native speedups of each process.",
             f"insane_build_info{{{INSTANCE}}}",
@@ -403,7 +411,12 @@ def build() -> dict[str, Any]:
         .variables(
             [
                 datasource,
-                variable("instance", "Instance", "label_values(insane_build_info, instance)"),
+                variable("service", "Service", "label_values(insane_session_info, name)"),
+                variable(
+                    "instance",
+                    "Instance",
+                    'label_values(insane_session_info{name=~"$service"}, instance)',
+                ),
                 variable(
                     "transport",
                     "Transport",

@@ -108,6 +108,12 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
         (),
     ),
     "insane_sessions": ("gauge", "Sessions open in this process.", ()),
+    "insane_session_info": (
+        "gauge",
+        "1 for each session open in this process, labelled with its name (connect(name=...), "
+        "nats-py's name=, default host:pid) and its peer id.",
+        ("name", "id"),
+    ),
     "insane_route_info": (
         "gauge",
         "1 for each route in use: the transport a channel pattern's messages take to a peer.",

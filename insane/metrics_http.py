@@ -3,13 +3,14 @@
 Several processes on one host share one ``metrics:`` section: each takes the first free port
 of ``port .. port + port_span - 1`` (9464-9479 by default), so one Prometheus scrape config
 covers them all. With ``targets_dir`` set, each process also writes a Prometheus file-based
-service discovery file there (``insane-<pid>.json``), removed at exit; files of processes that
-are gone (killed) are pruned by the next process that writes one.
+service discovery file there (``insane-<pid>.json``), labelled with the names of the process's
+open sessions (``service``) and its pid (``insane_pid``), so that Prometheus and Grafana tell
+services apart by name; it is removed at exit and on SIGTERM (`insane.cleanup`), and files of
+processes that are gone (killed) are pruned by the next process that writes one.
 """
 
 from __future__ import annotations
 
-import atexit
 import errno
 import json
 import logging
@@ -21,6 +22,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from insane.cleanup import at_exit
 from insane.host_registry import process_alive
 
 log = logging.getLogger("insane.metrics")
@@ -29,9 +31,13 @@ log = logging.getLogger("insane.metrics")
 class MetricsPortError(OSError):
     """No port of the configured range was free."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
 
 _servers: dict[tuple[str, int], Any] = {}  # (bind, port) -> the running server
-_targets: set[Path] = set()
+#: This process's target files -> (address, the names of the sessions that announced it).
+_targets: dict[Path, tuple[str, list[str]]] = {}
 _lock = threading.Lock()
 
 
@@ -69,22 +75,42 @@ def target_address(bind: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def write_target(directory: str, bind: str, port: int) -> Path:
-    """Write (atomically) this process's file_sd target file; prune those of dead processes."""
+def write_target(directory: str, bind: str, port: int, service: str) -> Path:
+    """Add session ``service`` to this process's file_sd target file in ``directory`` (written
+    atomically; a file per process), and prune the files of dead processes."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     _prune(d)
     path = d / f"insane-{os.getpid()}.json"
+    with _lock:
+        address, names = _targets.get(path, (target_address(bind, port), []))
+        names.append(service)
+        _targets[path] = (address, names)
+        _write(path, address, names)
+    at_exit(_remove_targets)
+    return path
+
+
+def withdraw_target(directory: str, service: str) -> None:
+    """Session ``service`` closed: take its name off the target file (the process still
+    serves its metrics, so the file stays while the process lives)."""
+    path = Path(directory) / f"insane-{os.getpid()}.json"
+    with _lock:
+        entry = _targets.get(path)
+        if entry is None or service not in entry[1]:
+            return
+        entry[1].remove(service)
+        _write(path, *entry)
+
+
+def _write(path: Path, address: str, names: list[str]) -> None:
     labels = {"insane_pid": str(os.getpid())}
-    body = json.dumps([{"targets": [target_address(bind, port)], "labels": labels}])
+    if names:
+        labels["service"] = ",".join(sorted(set(names)))
+    body = json.dumps([{"targets": [address], "labels": labels}])
     tmp = path.with_suffix(".tmp")
     tmp.write_text(body + "\n")
     tmp.replace(path)
-    with _lock:
-        if not _targets:
-            atexit.register(_remove_targets)
-        _targets.add(path)
-    return path
 
 
 def _prune(d: Path) -> None:
@@ -98,6 +124,7 @@ def _prune(d: Path) -> None:
 
 
 def _remove_targets() -> None:
-    for path in list(_targets):
-        path.unlink(missing_ok=True)
-    _targets.clear()
+    with _lock:
+        for path in list(_targets):
+            path.unlink(missing_ok=True)
+        _targets.clear()

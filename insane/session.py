@@ -166,6 +166,7 @@ class Session:
         self.config = config
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.peer_id = random.getrandbits(64) or 1
+        self._info_labels = (self.name, f"{self.peer_id:016x}")
         self.domain = config.domain
         self.max_payload = DEFAULT_MAX_PAYLOAD
         disc = config.discovery
@@ -377,12 +378,18 @@ class Session:
         metrics.set_build_info()
         STORE.add_gauge_source("insane_peers_alive", self._peer_count)
         STORE.add_gauge_source("insane_sessions", self._open_count)
+        STORE.hold("insane_session_info", self._info_labels)
         m = self.config.metrics
         if m.port is not None:
-            self.metrics_port = metrics_http.serve(m.bind, m.port, m.port_span)
+            try:
+                self.metrics_port = metrics_http.serve(m.bind, m.port, m.port_span)
+            except metrics_http.MetricsPortError as exc:
+                raise metrics_http.MetricsPortError(
+                    exc.errno, f"{self.config.source}: {exc.strerror}"
+                ) from None
             if m.targets_dir is not None:
                 metrics_http.write_target(
-                    self.config.file_path(m.targets_dir), m.bind, self.metrics_port
+                    self.config.file_path(m.targets_dir), m.bind, self.metrics_port, self.name
                 )
 
     def _peer_count(self) -> float:
@@ -512,6 +519,10 @@ class Session:
             self._registry.unregister()
         STORE.remove_gauge_source("insane_peers_alive", self._peer_count)
         STORE.remove_gauge_source("insane_sessions", self._open_count)
+        STORE.release("insane_session_info", self._info_labels)
+        m = self.config.metrics
+        if self.metrics_port is not None and m.targets_dir is not None:
+            metrics_http.withdraw_target(self.config.file_path(m.targets_dir), self.name)
         for key in list(self._routes):
             self._forget_route(key)
         for peer in self._discovery.peers.values():
@@ -1651,6 +1662,12 @@ class Session:
     @property
     def capabilities(self) -> dict[str, TransportCapability]:
         return dict(self._capabilities)
+
+    def has_subscribers(self, subject: str) -> bool:
+        """Whether a subscription known to this session (here, or a peer's interest) matches
+        ``subject``: a publish now would reach someone."""
+        validate_subject(subject)
+        return not self._router.plan(subject).empty
 
     def route_for(self, subject: str, peer: Peer | None = None) -> Any:
         """The policy's route for ``subject`` toward ``peer`` (or a peer like us)."""

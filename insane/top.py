@@ -1,10 +1,13 @@
 """``insane top``: a live terminal view of running sessions, read from their metrics endpoints.
 
 For those without Grafana: it scrapes each endpoint's Prometheus text every interval and shows
-what the dashboard shows, as rates between two scrapes: per transport messages, bytes,
-datagrams per batch, drops, retransmissions, gaps and stalls; per channel pattern; per peer
-the heartbeat RTT; the routes in use and the policy fallbacks. Endpoints are given as URLs or
-found by probing the configured ``metrics`` port range on its bind address.
+what the dashboard shows, as rates between two scrapes: the process's sessions by name; per
+transport messages, bytes, datagrams per batch, drops, retransmissions, gaps and stalls; per
+channel pattern; per peer the heartbeat RTT; the routes in use and the policy fallbacks.
+Endpoints are given as URLs (an endpoint that does not answer is shown as unreachable), or
+found by probing the configured ``metrics`` port range at every refresh, so that processes
+that start appear and processes that leave disappear. Every line fits the terminal's width
+(80 columns when there is no terminal).
 """
 
 from __future__ import annotations
@@ -55,20 +58,50 @@ def fetch(url: str, timeout: float = 2.0) -> Scrape:
     return parse(url, text, time.monotonic())
 
 
-def find_endpoints(bind: str, port: int, span: int) -> list[str]:
-    """The metrics URLs of INSANE processes in ``bind``'s port range (those that answer)."""
+#: What a collector gives for one endpoint: its scrape, or why it could not be read.
+Views = dict[str, Scrape | str]
+
+
+def metrics_url(endpoint: str) -> str:
+    """``host:port``, ``http://host:port`` or a full URL -> the URL of the metrics page."""
+    url = endpoint if "://" in endpoint else "http://" + endpoint
+    return url if "/" in url.split("://", 1)[1] else url.rstrip("/") + "/metrics"
+
+
+def scrape_urls(urls: list[str]) -> Callable[[], Views]:
+    """A collector for given endpoints: each one's scrape, or ``unreachable (why)``."""
+
+    def collect() -> Views:
+        out: Views = {}
+        for url in urls:
+            try:
+                out[url] = fetch(url)
+            except OSError as exc:
+                out[url] = f"unreachable ({exc})"
+        return out
+
+    return collect
+
+
+def scrape_range(bind: str, port: int, span: int) -> Callable[[], Views]:
+    """A collector for the INSANE processes answering in ``bind``'s port range, probed anew
+    each time (so it sees the ones that started since, and not the ones that left)."""
     host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     host = f"[{host}]" if ":" in host else host
-    found = []
-    for p in range(port, min(port + span, 65536)):
-        url = f"http://{host}:{p}/metrics"
-        try:
-            scrape = fetch(url, timeout=0.5)
-        except OSError:
-            continue
-        if "insane_build_info" in scrape.samples:
-            found.append(url)
-    return found
+    urls = [f"http://{host}:{p}/metrics" for p in range(port, min(port + span, 65536))]
+
+    def collect() -> Views:
+        out: Views = {}
+        for url in urls:
+            try:
+                scrape = fetch(url, timeout=0.5)
+            except OSError:
+                continue
+            if "insane_build_info" in scrape.samples:
+                out[url] = scrape
+        return out
+
+    return collect
 
 
 # ---------------------------------------------------------------------- rendering
@@ -119,6 +152,10 @@ def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
     return lower
 
 
+def _clip(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
     """Aligned columns: the first ``text_columns`` to the left, numbers to the right."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -130,21 +167,26 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> l
     )
 
 
-def render(prev: Scrape, cur: Scrape) -> str:
-    """The view of one endpoint: rates between ``prev`` and ``cur``, totals from ``cur``."""
+def render(prev: Scrape | None, cur: Scrape, width: int = 80) -> str:
+    """The view of one endpoint: rates between ``prev`` and ``cur`` (none yet without
+    ``prev``: a process seen for the first time), totals from ``cur``; lines cut at
+    ``width``."""
     out: list[str] = []
-    build = next(iter(cur.series("insane_build_info")), ())
-    b = dict(build)
-    sessions = sum(cur.series("insane_sessions").values())
+    b = dict(next(iter(cur.series("insane_build_info")), ()))
+    names = sorted(dict(k)["name"] for k, v in cur.series("insane_session_info").items() if v)
     peers = sum(cur.series("insane_peers_alive").values())
-    out.append(
-        f"{cur.url}  insane {b.get('version', '?')}, Python {b.get('python', '?')} "
-        f"({b.get('speedups', '?')})  sessions {sessions:.0f}  peers alive {peers:.0f}"
-    )
+    out.append(f"{cur.url}  " + (", ".join(names) or "no session open"))
     available = [
         dict(k)["transport"] for k, v in cur.series("insane_transport_available").items() if v
     ]
-    out.append("transports available: " + (", ".join(sorted(available)) or "none"))
+    out.append(
+        f"insane {b.get('version', '?')}, Python {b.get('python', '?')} "
+        f"({b.get('speedups', '?')}), peers alive {peers:.0f}, transports: "
+        + (", ".join(sorted(available)) or "none")
+    )
+    if prev is None:
+        out.append("(first scrape: rates from the next refresh)")
+        return "\n".join(_clip(line, width) for line in out)
     out.append("")
 
     def rate(name: str, *keys: str) -> Callable[[tuple[str, ...]], float]:
@@ -184,8 +226,8 @@ def render(prev: Scrape, cur: Scrape) -> str:
                 _num(stalls(k)),
             ]
         )
-    header = ["TRANSPORT", "MSG/S OUT", "MSG/S IN", "MB/S OUT", "MB/S IN", "DGRAM/BATCH"]
-    header += ["DROPS/S", "RETX/S", "LOST", "STALLS/S"]
+    header = ["TRANSPORT", "OUT/S", "IN/S", "OUT MB/S", "IN MB/S", "BATCH"]
+    header += ["DROP/S", "RETX/S", "LOST", "STALL/S"]
     out += _table(header, rows)
     out.append("")
 
@@ -196,7 +238,7 @@ def render(prev: Scrape, cur: Scrape) -> str:
         | set(cur.sum_by("insane_messages_received_total", "channel", "transport"))
     )
     rows = [[c, t, _num(ch_out((c, t))), _num(ch_in((c, t)))] for c, t in keys]
-    out += _table(["CHANNEL", "TRANSPORT", "MSG/S OUT", "MSG/S IN"], rows, 2)
+    out += _table(["CHANNEL", "TRANSPORT", "OUT/S", "IN/S"], rows, 2)
     out.append("")
 
     rtt: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -227,36 +269,35 @@ def render(prev: Scrape, cur: Scrape) -> str:
             "dropped since start: "
             + ", ".join(f"{r} {v:.0f}" for (r,), v in sorted(dropped.items()))
         )
-    return "\n".join(out)
+    return "\n".join(_clip(line, width) for line in out)
 
 
 def run(
-    urls: list[str],
+    collect: Callable[[], Views],
     interval: float,
     once: bool,
     write: Callable[[str], object],
+    width: int = 80,
     iterations: int | None = None,
 ) -> int:
-    """Scrape every ``interval`` seconds and write the view (rates need two scrapes);
-    ``once``: one view after two scrapes, exit status 1 if an endpoint was unreachable."""
+    """Scrape every ``interval`` seconds and write the view of each endpoint ``collect``
+    gives (rates need two scrapes of it); ``once``: one view after two scrapes, exit status 1
+    if an endpoint was unreachable."""
     prev: dict[str, Scrape] = {}
     n = 0
     while True:
         views, unreachable = [], False
-        for url in urls:
-            try:
-                cur = fetch(url)
-            except OSError as exc:
-                views.append(f"{url}: unreachable ({exc})")
+        current = collect()
+        for url, cur in current.items():
+            if isinstance(cur, str):
+                views.append(_clip(f"{url}: {cur}", width))
                 unreachable = True
-                prev.pop(url, None)
-                continue
-            if url in prev:
-                views.append(render(prev[url], cur))
-            prev[url] = cur
+            elif not once or url in prev:
+                views.append(render(prev.get(url), cur, width))
+        prev = {url: cur for url, cur in current.items() if isinstance(cur, Scrape)}
         n += 1
-        if views and (n >= 2 or not once):
-            text = "\n\n".join(views) + "\n"
+        if n >= 2 or not once:
+            text = "\n\n".join(views or ["no INSANE process answers"]) + "\n"
             write(text if once else "\x1b[H\x1b[2J" + text)
         if (once and n >= 2) or (iterations is not None and n >= iterations):
             return 1 if unreachable else 0

@@ -36,6 +36,7 @@ METRICS = {
     "insane_policy_fallbacks_total",
     "insane_peers_alive",
     "insane_sessions",
+    "insane_session_info",
     "insane_route_info",
     "insane_transport_available",
     "insane_build_info",
@@ -160,17 +161,22 @@ def test_layout_rows() -> None:
 
 
 def test_variables() -> None:
-    """A Prometheus datasource variable and multi-value instance/transport/channel with All."""
+    """A Prometheus datasource variable and multi-value service/instance/transport/channel with
+    All; services by the names their sessions were given, instances of the services picked."""
     found = variables()
-    assert list(found) == ["datasource", "instance", "transport", "channel"]
+    assert list(found) == ["datasource", "service", "instance", "transport", "channel"]
     assert found["datasource"]["type"] == "datasource"
     assert found["datasource"]["query"] == "prometheus"
-    for name in ("instance", "transport", "channel"):
+    labels = {"service": "name", "instance": "instance", "transport": "transport"}
+    for name in ("service", "instance", "transport", "channel"):
         v = found[name]
+        label = labels.get(name, name)
         assert v["type"] == "query" and v["multi"] and v["includeAll"], name
         assert v["allValue"] == ".*"
         assert v["datasource"]["uid"] == "${datasource}"
-        assert re.fullmatch(rf"label_values\(\w+(\{{.*\}})?, {name}\)", v["query"]), v["query"]
+        assert re.fullmatch(rf"label_values\(\w+(\{{.*\}})?, {label}\)", v["query"]), v["query"]
+    assert found["service"]["query"] == "label_values(insane_session_info, name)"
+    assert 'name=~"$service"' in found["instance"]["query"]
 
 
 def test_queries_leave_no_template_variables() -> None:
@@ -246,7 +252,7 @@ def test_provisioning_files() -> None:
         "type": "prometheus",
         "url": "http://localhost:9090",
         "access": "proxy",
-        "isDefault": True,
+        "isDefault": False,  # an existing Grafana keeps its default datasource
     }.items()
     provider = provisioned("dashboards", "providers")
     assert provider.items() >= {

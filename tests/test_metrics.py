@@ -89,13 +89,45 @@ def test_target_files_for_prometheus_file_sd(tmp_path: Path) -> None:
     at exit."""
     stale = tmp_path / "insane-999999999.json"
     stale.write_text("[]")
-    path = metrics_http.write_target(str(tmp_path), "127.0.0.1", 9999)
+    path = metrics_http.write_target(str(tmp_path), "127.0.0.1", 9999, "orders")
+    pid = str(os.getpid())
     assert json.loads(path.read_text()) == [
-        {"targets": ["127.0.0.1:9999"], "labels": {"insane_pid": str(os.getpid())}}
+        {"targets": ["127.0.0.1:9999"], "labels": {"insane_pid": pid, "service": "orders"}}
     ]
     assert not stale.exists()
+    # A second session of the process joins the label; one that closes leaves it.
+    metrics_http.write_target(str(tmp_path), "127.0.0.1", 9999, "billing")
+    assert json.loads(path.read_text())[0]["labels"]["service"] == "billing,orders"
+    metrics_http.withdraw_target(str(tmp_path), "orders")
+    assert json.loads(path.read_text())[0]["labels"]["service"] == "billing"
+    metrics_http.withdraw_target(str(tmp_path), "billing")
+    assert json.loads(path.read_text())[0]["labels"] == {"insane_pid": pid}
     metrics_http._remove_targets()
     assert not path.exists()
+
+
+async def test_session_info_names_each_open_session() -> None:
+    async with insane.connect({"domain": random.randrange(1, 2**32)}, name="orders-api") as s:
+        labels = ("orders-api", f"{s.peer_id:016x}")
+        assert STORE.value("insane_session_info", *labels) == 1.0
+    assert STORE.value("insane_session_info", *labels) == 0.0
+
+
+async def test_a_full_port_range_names_the_yaml_and_key(tmp_path: Path) -> None:
+    base = free_port()
+    cfg = tmp_path / "svc.yaml"
+    cfg.write_text(
+        f"domain: {random.randrange(1, 2**32)}\nmetrics: {{port: {base}, port_span: 1}}\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base))
+        taken.listen()
+        with pytest.raises(metrics_http.MetricsPortError) as e:
+            await insane.connect(str(cfg))
+    assert str(e.value) == (
+        f"{cfg}: metrics.port: every port from {base} to {base} on 127.0.0.1 is in use "
+        "(raise metrics.port_span, or pick another metrics.port)"
+    )
 
 
 async def test_sessions_of_one_config_each_get_a_port(tmp_path: Path) -> None:

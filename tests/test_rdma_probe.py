@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from insane.cli.doctor import doctor_report, format_doctor
 from insane.qos import load_config
-from insane.transports import rdma_verbs, registry
+from insane.transports import rdma_verbs
 from insane.transports.rdma_verbs import GidEntry, choose_gid, gid_text, parse_gid
-from insane.transports.registry import format_doctor, probe
+from insane.transports.registry import probe
 
 LINK_LOCAL = "fe80:0000:0000:0000:5054:00ff:fe12:3456"
 
@@ -85,7 +86,7 @@ def test_an_active_roce_port_is_available_with_the_gid_of_our_address(sysfs: Pat
     )
     assert c.hardware_reliable and c.kernel_bypass
     # the doctor shows it with its checks
-    text = format_doctor(registry.doctor_report(cfg))
+    text = format_doctor(doctor_report(cfg))
     assert "rdma  available    RDMA device mlx5_0 port 1" in text
     assert "      port_state: ACTIVE" in text
 

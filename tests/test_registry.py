@@ -6,16 +6,11 @@ import json
 
 import pytest
 
+from insane.cli.doctor import doctor_report, format_doctor
 from insane.qos import load_config
 from insane.transports import registry
 from insane.transports.base import ALL_TRANSPORTS, TransportCapability
-from insane.transports.registry import (
-    IMPLEMENTATIONS,
-    doctor_report,
-    format_doctor,
-    probe,
-    probe_all,
-)
+from insane.transports.registry import IMPLEMENTATIONS, probe, probe_all
 
 
 def test_probe_all_returns_every_transport_in_order() -> None:
@@ -46,14 +41,16 @@ def test_udp_unavailable_when_the_address_is_not_local() -> None:
 
 def test_xdp_checks_and_unset_interface() -> None:
     xdp = probe("xdp", load_config({}))
-    for check in ("root", "cap_net_admin", "kernel_af_xdp", "libxdp", "libbpf", "interface"):
+    checks = ("cap_net_admin", "cap_net_raw", "cap_bpf_or_sys_admin", "memlock")
+    for check in (*checks, "kernel_af_xdp", "libxdp", "libbpf", "interface"):
         assert check in xdp.details
     assert "transports.xdp.interface is not set" in xdp.reason
 
 
 def test_xdp_refuses_the_loopback_interface(monkeypatch: pytest.MonkeyPatch) -> None:
     """Everything else passing, loopback is still no place for AF_XDP: it says so."""
-    monkeypatch.setattr(registry, "_effective_caps", lambda: (1 << 12) | (1 << 39))
+    caps = (1 << 12) | (1 << 13) | (1 << 24) | (1 << 39)  # NET_ADMIN, NET_RAW, SYS_RESOURCE, BPF
+    monkeypatch.setattr(registry, "_effective_caps", lambda: caps)
     monkeypatch.setattr(registry, "_kernel_af_xdp", lambda: True)
     monkeypatch.setattr(registry, "_find_library", lambda name: f"lib{name}.so.1")
     monkeypatch.setattr(registry, "_importable", lambda name: True)
@@ -147,7 +144,8 @@ def test_xdp_needs_the_kernel_socket_on_the_interface_address(
 def test_doctor_report_shape_and_json() -> None:
     report = doctor_report(load_config({}))
     assert json.loads(json.dumps(report)) == report
-    assert list(report) == ["transports"]
+    assert list(report) == ["config", "ok", "transports", "security"]
+    assert report["ok"] is True and report["security"]["ok"] is True
     assert list(report["transports"]) == list(ALL_TRANSPORTS)
     for entry in report["transports"].values():
         assert set(entry) == {"available", "reason", "kernel_bypass", "checks"}
@@ -164,7 +162,30 @@ def test_format_doctor() -> None:
     text = format_doctor(report)
     lines = text.splitlines()
     heads = [line for line in lines if not line.startswith(" ")]
-    assert [h.split()[0] for h in heads] == list(ALL_TRANSPORTS)
+    assert heads[0] == "configuration: <dict>"
+    assert [h.split()[0] for h in heads[1:]] == [*ALL_TRANSPORTS, "security"]
     assert any(h.startswith("udp") and "available" in h for h in heads)
     assert any(line.strip() == "socket_bind: yes" for line in lines)
     assert "transports.xdp.interface is not set" in text
+
+
+def test_xdp_privileges_come_from_effective_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root with capabilities dropped (a container) is not enough: the reason names what is
+    missing; a memlock limit that cannot be raised for the UMEM is a reason too."""
+    monkeypatch.setattr(registry, "_effective_caps", lambda: 1 << 13)  # CAP_NET_RAW only
+    monkeypatch.setattr(registry.resource, "getrlimit", lambda _r: (8 << 20, 8 << 20))
+    xdp = probe("xdp", load_config({}))
+    assert xdp.details["cap_net_admin"] is False and xdp.details["cap_net_raw"] is True
+    assert (
+        "needs CAP_NET_ADMIN (to attach the XDP program), CAP_BPF or CAP_SYS_ADMIN (to load it) "
+        "and CAP_NET_RAW (for the AF_XDP socket); the effective capabilities lack "
+        "CAP_NET_ADMIN, CAP_BPF (or CAP_SYS_ADMIN)"
+    ) in xdp.reason
+    assert (
+        "RLIMIT_MEMLOCK is too low: 8 MiB (hard limit 8 MiB) for the UMEM's 64 MiB, and it "
+        "cannot be raised without CAP_SYS_RESOURCE"
+    ) in xdp.reason
+    monkeypatch.setattr(registry, "_effective_caps", lambda: (1 << 13) | (1 << 14))  # IPC_LOCK
+    assert probe("xdp", load_config({})).details["memlock"] == "not limited (CAP_IPC_LOCK)"
+    dpdk = probe("dpdk", load_config({}))
+    assert "the effective capabilities lack CAP_NET_ADMIN" in dpdk.reason

@@ -59,11 +59,44 @@ typedef struct {
 
 /* ---------------------------------------------------------------------------------- setup */
 
+/* libbpf's warnings are kept here instead of reaching stderr: a failed set-up appends them to
+ * its error, which the session and `insane doctor` report as the reason. */
+static char libbpf_said[512];
+
 static int quiet_print(enum libbpf_print_level level, const char *fmt, va_list args)
 {
+    char line[256];
     if (level != LIBBPF_WARN)
         return 0;
-    return vfprintf(stderr, fmt, args);
+    vsnprintf(line, sizeof line, fmt, args);
+    const char *text = strncmp(line, "libbpf: ", 8) == 0 ? line + 8 : line;
+    size_t len = strlen(text);
+    while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
+        len--;
+    size_t used = strlen(libbpf_said);
+    if (!len || used + len + 3 >= sizeof libbpf_said)
+        return 0;
+    if (used) {
+        memcpy(libbpf_said + used, "; ", 2);
+        used += 2;
+    }
+    memcpy(libbpf_said + used, text, len);
+    libbpf_said[used + len] = '\0';
+    return 0;
+}
+
+/* Let the UMEM be locked: unlimited where allowed (CAP_SYS_RESOURCE), else up to the hard
+ * limit, which raising the soft one needs no privilege for. */
+static void raise_memlock(void)
+{
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_MEMLOCK, &lim) || lim.rlim_cur == RLIM_INFINITY)
+        return;
+    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+    if (setrlimit(RLIMIT_MEMLOCK, &unlimited)) {
+        lim.rlim_cur = lim.rlim_max;
+        setrlimit(RLIMIT_MEMLOCK, &lim);
+    }
 }
 
 static int attach_program(SocketObject *s, const char *bpf_path, const char *mode,
@@ -261,8 +294,8 @@ static int Socket_init(SocketObject *s, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_OSError, "no interface %s", ifname);
         return -1;
     }
-    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
-    setrlimit(RLIMIT_MEMLOCK, &unlimited); /* older kernels charge BPF maps and UMEM to it */
+    raise_memlock(); /* the UMEM is charged to it (older kernels: the BPF maps too) */
+    libbpf_said[0] = '\0';
     libbpf_set_print(quiet_print);
     s->buffer_size = (size_t)frames * frame_size;
     s->buffer = mmap(NULL, s->buffer_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -277,7 +310,10 @@ static int Socket_init(SocketObject *s, PyObject *args, PyObject *kwds)
         create_socket(s, ifname, queue, zc_wanted, need_wakeup, err, sizeof err) ||
         register_socket(s, queue, ports, err, sizeof err)) {
         teardown(s);
-        PyErr_SetString(PyExc_OSError, err);
+        if (libbpf_said[0])
+            PyErr_Format(PyExc_OSError, "%s (libbpf: %s)", err, libbpf_said);
+        else
+            PyErr_SetString(PyExc_OSError, err);
         return -1;
     }
     return 0;

@@ -20,18 +20,17 @@ ignores datagrams from sources the port delivers (:attr:`sources`).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import ipaddress
 import logging
 import os
 import re
 import shutil
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from insane.cleanup import at_exit
 from insane.host_registry import process_alive
 from insane.transports import frames
 from insane.transports.base import Address, ReceiveCallback, Transport
@@ -108,9 +107,7 @@ def start_eal(user: Sequence[str]) -> list[str]:
     _prune_runtime_dirs()
     _dpdk.init(args)
     _eal_args = args
-    atexit.register(stop_eal)
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    at_exit(stop_eal)
     log.info("EAL: %s", " ".join(args))
     return args
 
@@ -131,12 +128,6 @@ def _prune_runtime_dirs() -> None:
         pid = d.name.removeprefix("insane-")
         if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
-
-
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    stop_eal()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
 
 
 def vdev_interface(eal_args: Sequence[str]) -> str | None:

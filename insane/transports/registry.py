@@ -15,11 +15,12 @@ import ctypes.util
 import errno
 import importlib
 import os
+import resource
 import socket
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from insane.transports.base import ALL_TRANSPORTS, Transport, TransportCapability, TransportName
 
@@ -34,7 +35,9 @@ IMPLEMENTATIONS: dict[str, str] = {
     "rdma": "insane.transports.rdma:RdmaTransport",
 }
 
-_CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
+_CAP_NET_ADMIN, _CAP_NET_RAW, _CAP_IPC_LOCK, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE, _CAP_BPF = (
+    12, 13, 14, 21, 24, 39
+)
 _AF_XDP = 44
 
 Checks = dict[str, object]
@@ -72,32 +75,6 @@ def probe_all(config: Config) -> dict[str, TransportCapability]:
     return {name: probe(name, config) for name in ALL_TRANSPORTS}
 
 
-def doctor_report(config: Config) -> dict[str, Any]:
-    """The JSON document of ``insane doctor --json``."""
-    return {
-        "transports": {
-            name: {
-                "available": cap.available,
-                "reason": cap.reason,
-                "kernel_bypass": cap.kernel_bypass,
-                "checks": {k: _jsonable(v) for k, v in cap.details.items()},
-            }
-            for name, cap in probe_all(config).items()
-        }
-    }
-
-
-def format_doctor(report: dict[str, Any]) -> str:
-    """`doctor_report` for humans: one line per transport, then its checks indented."""
-    lines: list[str] = []
-    for name, entry in report["transports"].items():
-        state = "available" if entry["available"] else "unavailable"
-        lines.append(f"{name:<5} {state:<11}  {entry['reason']}")
-        for check, value in entry["checks"].items():
-            lines.append(f"      {check}: {_show(value)}")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------
 # The probes
 
@@ -124,9 +101,10 @@ def _probe_xdp(config: Config) -> TransportCapability:
     caps = _effective_caps()
     checks: Checks = {
         "enabled": cfg.enabled,
-        "root": os.geteuid() == 0,
         "cap_net_admin": _has_cap(caps, _CAP_NET_ADMIN),
+        "cap_net_raw": _has_cap(caps, _CAP_NET_RAW),
         "cap_bpf_or_sys_admin": _has_cap(caps, _CAP_BPF) or _has_cap(caps, _CAP_SYS_ADMIN),
+        "memlock": _memlock(caps, _xdp_umem_bytes()),
         "kernel_af_xdp": _kernel_af_xdp(),
         "libxdp": _find_library("xdp"),
         "libbpf": _find_library("bpf"),
@@ -141,10 +119,24 @@ def _probe_xdp(config: Config) -> TransportCapability:
     problems: list[str] = []
     if not cfg.enabled:
         problems.append("disabled by transports.xdp.enabled")
-    if not (checks["root"] or checks["cap_net_admin"]):
-        problems.append("needs root or CAP_NET_ADMIN")
-    elif not (checks["root"] or checks["cap_bpf_or_sys_admin"]):
-        problems.append("needs CAP_BPF or CAP_SYS_ADMIN to load the XDP program")
+    missing = [
+        name
+        for name, present in (
+            ("CAP_NET_ADMIN", checks["cap_net_admin"]),
+            ("CAP_BPF (or CAP_SYS_ADMIN)", checks["cap_bpf_or_sys_admin"]),
+            ("CAP_NET_RAW", checks["cap_net_raw"]),
+        )
+        if not present
+    ]
+    if missing:
+        problems.append(
+            "needs CAP_NET_ADMIN (to attach the XDP program), CAP_BPF or CAP_SYS_ADMIN (to "
+            "load it) and CAP_NET_RAW (for the AF_XDP socket); the effective capabilities "
+            f"lack {', '.join(missing)}"
+        )
+    memlock = str(checks["memlock"])
+    if memlock.startswith("too low"):
+        problems.append(f"RLIMIT_MEMLOCK is {memlock}")
     if not checks["kernel_af_xdp"]:
         problems.append("the kernel has no AF_XDP support (EAFNOSUPPORT)")
     if not checks["libxdp"]:
@@ -189,9 +181,11 @@ def _probe_dpdk(config: Config) -> TransportCapability:
     session that probes is the one that uses it), so its own error message is the reason."""
     cfg = config.transports.dpdk
     hugepages = _hugepages_total()
+    caps = _effective_caps()
     checks: Checks = {
         "enabled": cfg.enabled,
-        "root": os.geteuid() == 0,
+        "cap_net_raw": _has_cap(caps, _CAP_NET_RAW),
+        "cap_net_admin": _has_cap(caps, _CAP_NET_ADMIN),
         "librte_eal": _find_library("rte_eal"),
         "native_module": _importable("insane._dpdk"),
         "eal_args": list(cfg.eal_args),
@@ -202,8 +196,13 @@ def _probe_dpdk(config: Config) -> TransportCapability:
     problems: list[str] = []
     if not cfg.enabled:
         problems.append("disabled by transports.dpdk.enabled")
-    if not checks["root"]:
-        problems.append("needs root")
+    missing = [c for c in ("cap_net_raw", "cap_net_admin") if not checks[c]]
+    if missing:
+        problems.append(
+            "needs CAP_NET_RAW and CAP_NET_ADMIN (its virtual devices open packet sockets and "
+            "set their interface promiscuous; PCI devices need the rights to the device too); "
+            f"the effective capabilities lack {', '.join(c.upper() for c in missing)}"
+        )
     if not checks["librte_eal"]:
         problems.append("librte_eal not found (install DPDK, Debian: dpdk)")
     if not checks["native_module"]:
@@ -370,6 +369,32 @@ def _has_cap(caps: int, bit: int) -> bool:
     return bool(caps >> bit & 1)
 
 
+def _memlock(caps: int, needed: int) -> str:
+    """Whether ``needed`` bytes can be locked (the AF_XDP UMEM is charged to RLIMIT_MEMLOCK
+    unless the process has CAP_IPC_LOCK): a short answer, "too low ..." when it cannot."""
+    if _has_cap(caps, _CAP_IPC_LOCK):
+        return "not limited (CAP_IPC_LOCK)"
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == resource.RLIM_INFINITY:
+        return "unlimited"
+    mib = needed >> 20
+    if soft >= needed:
+        return f"{soft >> 20} MiB, enough for the UMEM's {mib} MiB"
+    if hard == resource.RLIM_INFINITY or hard >= needed or _has_cap(caps, _CAP_SYS_RESOURCE):
+        return f"{soft >> 20} MiB, raised at start for the UMEM's {mib} MiB"
+    return (
+        f"too low: {soft >> 20} MiB (hard limit {hard >> 20} MiB) for the UMEM's {mib} MiB, and "
+        "it cannot be raised without CAP_SYS_RESOURCE (ulimit -l, systemd LimitMEMLOCK=, or "
+        "grant CAP_IPC_LOCK)"
+    )
+
+
+def _xdp_umem_bytes() -> int:
+    from insane.transports.xdp import UMEM_BYTES
+
+    return UMEM_BYTES
+
+
 def _kernel_af_xdp() -> bool:
     try:
         socket.socket(_AF_XDP, socket.SOCK_RAW).close()
@@ -430,29 +455,3 @@ def _importable(module: str) -> bool:
     except Exception:
         return False
     return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Output helpers
-
-
-def _jsonable(value: object) -> object:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
-
-
-def _show(value: object) -> str:
-    if value is True:
-        return "yes"
-    if value is False:
-        return "no"
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "(none)"
-    return str(value)

@@ -35,6 +35,8 @@ _BUSY_WAIT = 3.0
 #: before we read it: a flow-control window (4 MiB) of full datagrams is about 3,000 frames,
 #: so 8,192 leave room for smaller ones. 2 KiB frames where the MTU allows: 32 MiB of UMEM.
 _FRAMES = 16384
+#: The largest UMEM a socket maps (4 KiB frames for jumbo MTUs), charged to RLIMIT_MEMLOCK.
+UMEM_BYTES = _FRAMES * 4096
 #: TX ring full: wake the kernel and retry this many times before queueing in user space.
 _TX_RETRIES = 64
 
