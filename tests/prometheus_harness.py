@@ -1,16 +1,19 @@
 """A private Prometheus for tests: Debian's ``prometheus`` on a free port of 127.0.0.1, with a
-temporary configuration and database, scraping what a test points it at; stopped afterwards.
+temporary database, stopped afterwards; started by ``insane monitor`` (the shipped
+configuration, pointed at a YAML's targets_dir), or directly with given scrape configs.
 
-    with Prometheus(scrape_configs=[...]) as prom:
+    with Prometheus.monitor("insane.yaml", interval="1s") as prom:
         prom.query("up")            # -> the result list of /api/v1/query
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -43,19 +46,38 @@ class Prometheus:
             "scrape_configs": scrape_configs,
         }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(self.dir / "prometheus.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self._start(
             [
                 exe,
                 f"--config.file={self.dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.listen-address=127.0.0.1:{port}",
                 "--storage.tsdb.retention.time=1h",
-            ],
+            ]
+        )
+
+    @classmethod
+    def monitor(cls, config: str, interval: str = "1s") -> Prometheus:
+        """Prometheus as ``insane monitor -c CONFIG`` runs it (the shipped configuration)."""
+        self = cls.__new__(cls)
+        self.dir = Path(tempfile.mkdtemp(prefix="insane-monitor-"))
+        self._start(
+            [
+                sys.executable, "-m", "insane.cli", "monitor", "-c", config,
+                "--listen", "127.0.0.1:{port}", "--data", str(self.dir), "--interval", interval,
+            ]  # fmt: skip
+        )
+        return self
+
+    def _start(self, cmd: list[str]) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(self.dir / "harness.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [c.replace("{port}", str(self.port)) for c in cmd],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         )
         self._wait_ready(30.0)
 
@@ -76,7 +98,11 @@ class Prometheus:
     @property
     def log(self) -> str:
         self._log.flush()
-        return (self.dir / "prometheus.log").read_text()[-4000:]
+        text = "".join(
+            f.read_text(errors="replace") for f in (self.dir / "harness.log",
+            self.dir / "prometheus.log") if f.exists()
+        )  # fmt: skip
+        return text[-4000:]
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query; raises with Prometheus' own error for a bad expression."""

@@ -7,7 +7,10 @@ import json
 import os
 import random
 import re
+import signal
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -221,3 +224,57 @@ def test_catalogue_is_documented() -> None:
     assert len(rows) == len(CATALOGUE), set(rows) - {
         n + "_total" if k[0] == "counter" else n for n, k in CATALOGUE.items()
     }
+
+
+SIGTERM_APP = """
+import asyncio, signal, sys
+import insane
+
+async def main(handle):
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if handle == "before":
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with insane.connect(sys.argv[1], name="svc"):
+        if handle == "after":
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        print("up", flush=True)
+        if handle == "no":
+            await asyncio.sleep(60)
+        await stop.wait()
+        print("the app's own handler ran", flush=True)
+
+asyncio.run(main(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("handle", ["no", "before", "after"])
+def test_sigterm_removes_the_target_file(tmp_path: Path, handle: str) -> None:
+    """systemd, Docker and Kubernetes stop a service with SIGTERM: its target file goes as on
+    a normal exit. An app that handles SIGTERM keeps it, whether it took it before or after
+    connect(), and the file goes when it exits."""
+    cfg = tmp_path / "svc.yaml"
+    cfg.write_text(
+        f"domain: {random.randrange(1, 2**32)}\n"
+        f"metrics: {{port: {free_port()}, port_span: 8, targets_dir: targets}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_APP, str(cfg), handle],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "up\n", proc.stderr.read() if proc.stderr else ""
+        target = tmp_path / "targets" / f"insane-{proc.pid}.json"
+        assert json.loads(target.read_text())[0]["labels"]["service"] == "svc"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    if handle == "no":
+        assert proc.returncode == -signal.SIGTERM, err  # it still dies of SIGTERM
+    else:
+        assert proc.returncode == 0, err
+        assert out == "the app's own handler ran\n"
+    assert err == ""
+    assert not target.exists()

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 from agentctl import AgentProcess
 from netns import strict_skip
 from prometheus_harness import Prometheus, binary
@@ -99,16 +100,9 @@ def observed() -> Iterator[Setup]:
         right.ok("pace", subject="obs.to-left", rate=500)
         left.ok("request", subject="obs.echo", data="ping", timeout=5)
         ports = [p.ok("metrics_port")["port"] for p in peers]
-        prom = Prometheus(
-            [
-                {
-                    "job_name": "insane",
-                    "file_sd_configs": [
-                        {"files": [str(tmp / "targets" / "*.json")], "refresh_interval": "1s"}
-                    ],
-                }
-            ]
-        )
+        # The Prometheus `insane monitor` runs: the shipped configuration, on this YAML.
+        (tmp / "insane.yaml").write_text(yaml.safe_dump(config))
+        prom = Prometheus.monitor(str(tmp / "insane.yaml"), interval="1s")
         yield Setup(prom, peers, ports)
     finally:
         if prom is not None:
@@ -142,6 +136,21 @@ def test_each_process_serves_its_own_port_and_prometheus_finds_both(observed: Se
         time.sleep(0.5)
     instances = sorted(r["metric"]["instance"] for r in up)
     assert instances == sorted(f"127.0.0.1:{p}" for p in observed.ports), (up, observed.prom.log)
+
+
+def test_services_are_told_apart_by_name(observed: Setup) -> None:
+    """Each process names its session: in insane_session_info, and in the `service` label the
+    target files give every series of the process; the dashboard's variables use them."""
+    info = wait_for(observed.prom, "insane_session_info == 1", series=2)
+    by_name = {r["metric"]["name"]: r["metric"]["instance"] for r in info}
+    assert set(by_name) == {"left", "right"}, info
+    up = wait_for(observed.prom, 'up{service="left"} == 1')
+    assert [r["metric"]["instance"] for r in up] == [by_name["left"]], up
+    rates = wait_for(
+        observed.prom, 'sum by (service) (rate(insane_messages_received_total{channel="obs.>"}[1m]))',
+        series=2,
+    )
+    assert {r["metric"]["service"] for r in rates} == {"left", "right"}, rates
 
 
 def test_every_dashboard_query_returns_data(observed: Setup) -> None:
