@@ -162,7 +162,7 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> l
     fmt = "  ".join(
         f"{{:<{w}}}" if i < text_columns else f"{{:>{w}}}" for i, w in enumerate(widths)
     )
-    return [fmt.format(*header), *(fmt.format(*r) for r in rows)] + (
+    return [fmt.format(*header).rstrip(), *(fmt.format(*r).rstrip() for r in rows)] + (
         [] if rows else ["(none)"]
     )
 
