@@ -2,8 +2,8 @@
 
     python -m benchmarks.import_time [--repeat 15]
 
-Two figures for each, with bytecode caches warm, every one the median of ``--repeat`` fresh interpreters, the two
-implementations interleaved:
+Two figures for each, with bytecode caches warm, every one the median of ``--repeat`` fresh
+interpreters, the two implementations interleaved:
 
 - import: the wall time of ``python -c "import MODULE"``, minus that of ``python -c pass``
   (the interpreter's own start, measured in the same run);

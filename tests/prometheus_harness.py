@@ -61,12 +61,9 @@ class Prometheus:
         """Prometheus as ``insane monitor -c CONFIG`` runs it (the shipped configuration)."""
         self = cls.__new__(cls)
         self.dir = Path(tempfile.mkdtemp(prefix="insane-monitor-"))
-        self._start(
-            [
-                sys.executable, "-m", "insane.cli", "monitor", "-c", config,
-                "--listen", "127.0.0.1:{port}", "--data", str(self.dir), "--interval", interval,
-            ]  # fmt: skip
-        )
+        cmd = [sys.executable, "-m", "insane.cli", "monitor", "-c", config]
+        cmd += ["--listen", "127.0.0.1:{port}", "--data", str(self.dir), "--interval", interval]
+        self._start(cmd)
         return self
 
     def _start(self, cmd: list[str]) -> None:

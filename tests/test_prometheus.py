@@ -146,10 +146,8 @@ def test_services_are_told_apart_by_name(observed: Setup) -> None:
     assert set(by_name) == {"left", "right"}, info
     up = wait_for(observed.prom, 'up{service="left"} == 1')
     assert [r["metric"]["instance"] for r in up] == [by_name["left"]], up
-    rates = wait_for(
-        observed.prom, 'sum by (service) (rate(insane_messages_received_total{channel="obs.>"}[1m]))',
-        series=2,
-    )
+    received = 'rate(insane_messages_received_total{channel="obs.>"}[1m])'
+    rates = wait_for(observed.prom, f"sum by (service) ({received})", series=2)
     assert {r["metric"]["service"] for r in rates} == {"left", "right"}, rates
 
 
