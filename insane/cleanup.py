@@ -18,7 +18,8 @@ from collections.abc import Callable
 from types import FrameType
 
 _actions: list[Callable[[], None]] = []
-_lock = threading.Lock()
+#: Reentrant: the SIGTERM handler runs on the main thread, perhaps inside `at_exit` itself.
+_lock = threading.RLock()
 
 
 def at_exit(action: Callable[[], None]) -> None:

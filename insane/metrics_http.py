@@ -38,7 +38,8 @@ class MetricsPortError(OSError):
 _servers: dict[tuple[str, int], Any] = {}  # (bind, port) -> the running server
 #: This process's target files -> (address, the names of the sessions that announced it).
 _targets: dict[Path, tuple[str, list[str]]] = {}
-_lock = threading.Lock()
+#: Reentrant: the SIGTERM cleanup (insane.cleanup) may run while the main thread holds it.
+_lock = threading.RLock()
 
 
 def serve(bind: str, port: int, span: int = 1) -> int:
@@ -126,5 +127,6 @@ def _prune(d: Path) -> None:
 def _remove_targets() -> None:
     with _lock:
         for path in list(_targets):
-            path.unlink(missing_ok=True)
+            if path.stem == f"insane-{os.getpid()}":  # not a forked child's parent's file
+                path.unlink(missing_ok=True)
         _targets.clear()
