@@ -46,16 +46,19 @@ def corpus() -> list[bytes]:
         wire.frame(wire.HEARTBEAT, wire.heartbeat_body(1, 2, 3, 4)),
         wire.frame(wire.ANNOUNCE, wire.announce_body({"name": "n", "transports": ["udp"]})),
         wire.frame(wire.WINDOW, wire.window_body(100, 4096)),
-        wire.frame(wire.ACK, wire.kind_number_body(2, 10)),
-        wire.frame(wire.NACK, wire.nack_body(2, [(1, 3), (5, 9)])),
-        wire.frame(wire.TAIL, wire.kind_number_body(1, 7)),
-        wire.frame(wire.GAP, wire.gap_body(2, 3, 4)),
+        wire.frame(wire.ACK, wire.stream_number_body(2, 77, 10)),
+        wire.frame(wire.NACK, wire.nack_body(2, 77, [(1, 3), (5, 9)])),
+        wire.frame(wire.TAIL, wire.stream_number_body(1, 77, 7)),
+        wire.frame(wire.GAP, wire.gap_body(2, 77, 3, 4, 5)),
         wire.encode_frag(1, 100, 0, wire.MSG, b"y" * 50),
         wire.position_frame(12345),
-        wire.seq_frame(2, 99),
+        wire.seq_frame(2, 77, 99, 16 + 21),
     ]
     out = [head + f for f in frames]
-    out.append(head + wire.position_frame(5) + wire.seq_frame(2, 1) + b"".join(frames[:2]))
+    numbered = bytearray(head + wire.position_frame(5) + wire.seq_frame(2, 77, 1))
+    numbered += b"".join(frames[:2])
+    wire.write_seq(numbered, len(head) + wire.POSITION_FRAME_SIZE, 2, 77, 1)
+    out.append(bytes(numbered))
     sealer = Sealer(Keyring(KEY), False)
     encrypter = Sealer(Keyring(KEY), True)
     out += [sealer.seal(d) for d in out[:4]] + [encrypter.seal(d) for d in out[:4]]

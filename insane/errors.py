@@ -261,25 +261,47 @@ class JetStreamMsgError(BrokerFeatureError, NotJSMessageError):
 
 
 class MessagesLostError(Error):
-    """Datagrams of a reliable stream from a peer will never arrive: the publisher no longer
-    had them (its retransmit buffer is bounded by bytes and age) or it went away.  Reported to
-    ``error_cb``; the messages they carried are lost, the stream goes on after them.
+    """Messages of a reliable stream will never be delivered, reported to ``error_cb``.
 
-    ``sent``: the datagrams were ours, to ``peer``, handed to a connection that broke before
-    confirming them (RDMA)."""
+    On a subscriber (``sent`` false): messages from the publisher ``peer`` that will never
+    arrive: the publisher no longer had them (its retransmit buffer is bounded by bytes and
+    age), or it went away. The stream goes on after them. On a publisher (``sent`` true):
+    messages to the subscriber ``peer`` that it discarded before they were acknowledged (the
+    subscriber was silent past the retransmit buffer's bounds, or is gone), or handed to a
+    connection that broke before confirming them (RDMA).
+
+    ``messages`` is their number; None when nobody can tell (the publisher is gone, or lost
+    its state); ``datagrams`` how many datagrams they filled, where that is known. ``count``
+    is ``messages``, or ``datagrams`` when the number of messages is unknown."""
 
     def __init__(
-        self, peer: str = "", count: int = 0, detail: str = "", *, sent: bool = False
+        self,
+        peer: str = "",
+        messages: int | None = 0,
+        detail: str = "",
+        *,
+        sent: bool = False,
+        datagrams: int = 0,
     ) -> None:
-        super().__init__(peer, count, detail)
+        super().__init__(peer, messages, detail)
         self.peer = peer
-        self.count = count
+        self.messages = messages
+        self.datagrams = datagrams
         self.detail = detail
         self.sent = sent
 
+    @property
+    def count(self) -> int:
+        return self.messages if self.messages is not None else self.datagrams
+
     def __str__(self) -> str:
         way = "to" if self.sent else "from"
-        return f"insane: {self.count} datagram(s) {way} {self.peer} lost for good ({self.detail})"
+        what = (
+            f"{self.messages} message(s)"
+            if self.messages is not None
+            else f"an unknown number of messages in {self.datagrams} datagram(s)"
+        )
+        return f"insane: {what} {way} {self.peer} lost for good ({self.detail})"
 
 
 class PermissionDeniedError(Error):

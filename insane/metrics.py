@@ -152,7 +152,7 @@ DROP_REASONS = (
     "permission", "replay", "unknown_key", "bad_auth", "unauthenticated", "unencrypted",
     "duplicate", "too_large", "inconsistent_fragment", "reassembly_timeout",
     "reassembly_memory", "bad_checksum", "rx_ring_full", "misaddressed",
-    "rdma_setup_conflict", "rdma_error",
+    "rdma_setup_conflict", "rdma_error", "stale_stream", "unknown_peer", "kernel_rcvbuf",
 )  # fmt: skip
 
 

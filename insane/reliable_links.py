@@ -5,10 +5,17 @@ kind (ordered, or reliable alone); for every peer it receives reliable traffic f
 :class:`ReceiveStream` per kind.  This module turns their work into frames addressed to peer
 ids (SEQ, ACK, NACK, TAIL, GAP: see docs/wire-format.md) and counts it in the metrics; the
 session moves the frames and datagrams, and knows the peers' addresses.
+
+Every stream frame carries its stream's epoch. A receive stream belongs to one epoch: a SEQ or
+TAIL of another epoch from the same sender starts a new incarnation (the sender lost the old
+one's state), after the old one is settled (what it held is handed over, its gaps reported);
+frames of an incarnation that ended are dropped (``stale_stream``), so two incarnations are
+never mixed. ACK, NACK and GAP frames apply only to the incarnation they name.
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 from insane.metrics import STORE
@@ -18,6 +25,8 @@ from insane.qos.model import ChannelQoS, ReliabilityConfig
 
 #: A receiver acknowledges on its own (without a TAIL asking) after this many datagrams.
 _ACK_EVERY = 64
+#: Epochs of ended incarnations remembered per (sender, kind), to drop their late frames.
+_RETIRED = 8
 
 Frame = tuple[int, int, bytes]  # (peer id, frame type, body)
 
@@ -64,11 +73,21 @@ class LostData:
     gap: Gap
 
 
+class StaleStream(wire.WireError):
+    """A frame of a stream incarnation that has ended (counted as ``stale_stream``)."""
+
+    def __init__(self) -> None:
+        super().__init__("stale_stream")
+
+
 class ReliableLinks:
     def __init__(self, config: ReliabilityConfig, transport: str = "udp") -> None:
         self.config = config
         self.tx: dict[tuple[int, int], SendStream] = {}
         self.rx: dict[tuple[int, int], ReceiveStream] = {}
+        #: The epoch of each receive stream, and those of its ended incarnations.
+        self._rx_epoch: dict[tuple[int, int], int] = {}
+        self._retired: dict[tuple[int, int], collections.deque[int]] = {}
         self._acked: dict[tuple[int, int], int] = {}  # what we last acknowledged per rx stream
         self._ack_due: set[tuple[int, int]] = set()
         #: Set when a receive stream has a gap (cleared by the session when it arms its timer).
@@ -87,40 +106,83 @@ class ReliableLinks:
         s = self.tx.get(key)
         if s is None:
             c = self.config
-            s = self.tx[key] = SendStream(c.retransmit_bytes, c.retransmit_age)
+            s = self.tx[key] = SendStream(
+                c.retransmit_bytes, c.retransmit_age, count_messages=wire.count_messages
+            )
         return s
 
     def on_ack(self, sender: int, body: memoryview) -> bool:
         """Apply an ACK; True when it made room in a full stream."""
-        kind, next_expected = wire.decode_kind_number(body)
+        kind, epoch, next_expected = wire.decode_stream_number(body)
         s = self.tx.get((sender, kind))
-        return s is not None and s.on_ack(next_expected)
+        return s is not None and s.epoch == epoch and s.on_ack(next_expected)
 
     def on_nack(self, sender: int, body: memoryview, now: float) -> tuple[list[bytes], list[Frame]]:
         """Datagrams to send ``sender`` again, and GAP frames for what is gone."""
-        kind, ranges = wire.decode_nack(body)
+        kind, epoch, ranges = wire.decode_nack(body)
         self._nacks_received.value += 1
         s = self.tx.get((sender, kind))
-        if s is None:  # a stream we no longer have (we restarted it, or never had it)
-            return [], [(sender, wire.GAP, wire.gap_body(kind, a, b)) for a, b in ranges]
+        if s is None or s.epoch != epoch:
+            # An incarnation we no longer have (we lost its state), or never had.
+            return [], [
+                (sender, wire.GAP, wire.gap_body(kind, epoch, a, b, None)) for a, b in ranges
+            ]
         again, gaps = s.on_nack(ranges, now)
         self._retransmits.value += len(again)
-        return again, [(sender, wire.GAP, wire.gap_body(kind, g.start, g.end)) for g in gaps]
+        return again, [
+            (sender, wire.GAP, wire.gap_body(kind, epoch, g.start, g.end, g.messages))
+            for g in gaps
+        ]
+
+    def take_discarded(self) -> dict[int, int]:
+        """Per peer, the messages discarded undelivered (evicted before being acknowledged,
+        announced by a GAP) since the last call: the publisher reports them."""
+        out: dict[int, int] = {}
+        for (peer_id, _kind), s in self.tx.items():
+            n = s.take_discarded()
+            if n:
+                out[peer_id] = out.get(peer_id, 0) + n
+        return out
 
     # ------------------------------------------------------------------ receiving side
 
-    def on_seq(self, sender: int, kind: int, seq: int, datagram: bytes, now: float) -> list[bytes]:
-        """A numbered datagram arrived: the datagrams to process now, in order."""
+    def _receive_stream(
+        self, sender: int, kind: int, epoch: int, now: float
+    ) -> tuple[ReceiveStream, list[bytes], list[LostData]]:
+        """The receive stream of ``(sender, kind)`` in ``epoch``: the current one, or a new
+        incarnation, the old one settled first (its held datagrams and its gaps are returned,
+        to process and report before anything of the new one). Raises `StaleStream` for an
+        incarnation that has ended."""
         key = (sender, kind)
         r = self.rx.get(key)
-        if r is None:
-            if kind not in (ORDERED, UNORDERED):
-                raise wire.WireError("malformed", f"stream kind {kind}")
-            c = self.config
-            r = self.rx[key] = ReceiveStream(kind == ORDERED, c.nack_delay, c.nack_interval)
+        if r is not None and self._rx_epoch[key] == epoch:
+            return r, [], []
+        retired = self._retired.setdefault(key, collections.deque(maxlen=_RETIRED))
+        if epoch in retired:
+            raise StaleStream()
+        held: list[bytes] = []
+        lost: list[LostData] = []
+        if r is not None:
+            out, gaps = r.abandon(now)
+            held, lost = out, self._lost_data(sender, kind, gaps)
+            retired.append(self._rx_epoch[key])
+        c = self.config
+        r = self.rx[key] = ReceiveStream(is_ordered(kind), c.nack_delay, c.nack_interval)
+        self._rx_epoch[key] = epoch
+        self._acked.pop(key, None)
+        return r, held, lost
+
+    def on_seq(
+        self, sender: int, kind: int, epoch: int, seq: int, datagram: bytes, now: float
+    ) -> tuple[list[bytes], list[LostData]]:
+        """A numbered datagram arrived: the datagrams to process now, in order, and what is
+        lost for good (a previous incarnation of the stream that ended with gaps)."""
+        _check_kind(kind)
+        r, ready, lost = self._receive_stream(sender, kind, epoch, now)
+        key = (sender, kind)
         stats = r.stats
         before = stats.duplicates, stats.recovered
-        out = r.on_data(seq, datagram, now)
+        ready += r.on_data(seq, datagram, now)
         if stats.duplicates != before[0] or stats.recovered != before[1]:
             self._duplicates.value += stats.duplicates - before[0]
             self._recovered.value += stats.recovered - before[1]
@@ -128,29 +190,28 @@ class ReliableLinks:
             self._ack_due.add(key)
         if r.next_expected <= r.highest:
             self.gap_open = True  # (the session arms its timer for the NACK)
-        return out
+        return ready, lost
 
-    def on_tail(self, sender: int, body: memoryview, now: float) -> list[Frame]:
-        """The sender's last number: answer with where we are (and what we miss)."""
-        kind, last = wire.decode_kind_number(body)
-        r = self.rx.get((sender, kind))
-        if r is None:  # nothing of this stream arrived: all of it is missing
-            _check_kind(kind)
-            c = self.config
-            r = self.rx[(sender, kind)] = ReceiveStream(
-                is_ordered(kind), c.nack_delay, c.nack_interval
-            )
+    def on_tail(
+        self, sender: int, body: memoryview, now: float
+    ) -> tuple[list[Frame], list[bytes], list[LostData]]:
+        """The sender's last number: answer with where we are (and what we miss). A TAIL of
+        a new incarnation settles the old one, like its first datagram would."""
+        kind, epoch, last = wire.decode_stream_number(body)
+        _check_kind(kind)
+        r, held, lost = self._receive_stream(sender, kind, epoch, now)
         r.on_tail(last, now)
-        return [self._ack(sender, kind, r)]
+        return [self._ack(sender, kind, r)], held, lost
 
     def on_gap(
         self, sender: int, body: memoryview, now: float
     ) -> tuple[list[bytes], list[LostData]]:
-        kind, start, end = wire.decode_gap(body)
-        r = self.rx.get((sender, kind))
-        if r is None:
+        kind, epoch, start, end, messages = wire.decode_gap(body)
+        key = (sender, kind)
+        r = self.rx.get(key)
+        if r is None or self._rx_epoch.get(key) != epoch:
             return [], []
-        out, gaps = r.on_gap(start, end, now)
+        out, gaps = r.on_gap(start, end, now, messages)
         return out, self._lost_data(sender, kind, gaps)
 
     def _lost_data(self, sender: int, kind: int, gaps: list[Gap]) -> list[LostData]:
@@ -158,8 +219,10 @@ class ReliableLinks:
         return [LostData(sender, kind, g) for g in gaps]
 
     def _ack(self, peer_id: int, kind: int, r: ReceiveStream) -> Frame:
-        self._acked[(peer_id, kind)] = r.next_expected
-        return (peer_id, wire.ACK, wire.kind_number_body(kind, r.next_expected))
+        key = (peer_id, kind)
+        self._acked[key] = r.next_expected
+        body = wire.stream_number_body(kind, self._rx_epoch[key], r.next_expected)
+        return (peer_id, wire.ACK, body)
 
     def acks_due(self) -> list[Frame]:
         """ACKs for streams that advanced far enough since the last one."""
@@ -180,12 +243,14 @@ class ReliableLinks:
         out: list[Frame] = []
         for (peer_id, kind), s in self.tx.items():
             if s.tail_due(now):
-                out.append((peer_id, wire.TAIL, wire.kind_number_body(kind, s.tail(now))))
-        for (peer_id, kind), r in self.rx.items():
+                body = wire.stream_number_body(kind, s.epoch, s.tail(now))
+                out.append((peer_id, wire.TAIL, body))
+        for key, r in self.rx.items():
             ranges = r.nack_due(now)
             if ranges:
                 self._nacks_sent.value += 1
-                out.append((peer_id, wire.NACK, wire.nack_body(kind, ranges)))
+                body = wire.nack_body(key[1], self._rx_epoch[key], ranges)
+                out.append((key[0], wire.NACK, body))
         return out
 
     def next_timer(self, now: float) -> float | None:
@@ -193,16 +258,27 @@ class ReliableLinks:
         times += [t for r in self.rx.values() if (t := r.next_timer(now)) is not None]
         return min(times) if times else None
 
-    def peer_gone(self, peer_id: int, now: float) -> tuple[list[bytes], list[LostData]]:
-        """Forget a peer: what it still owes us is lost; what we held back is handed over."""
+    def peer_gone(
+        self, peer_id: int, now: float
+    ) -> tuple[list[bytes], list[LostData], int]:
+        """Forget a peer: what it still owes us is lost; what we held back is handed over;
+        and the messages we sent it that it never acknowledged (and were not reported yet)
+        will never be delivered."""
         out: list[bytes] = []
         lost: list[LostData] = []
+        discarded = 0
         for kind in STREAM_KINDS:
-            self.tx.pop((peer_id, kind), None)
-            self._acked.pop((peer_id, kind), None)
-            r = self.rx.pop((peer_id, kind), None)
+            key = (peer_id, kind)
+            s = self.tx.pop(key, None)
+            if s is not None:
+                discarded += s.take_discarded() + s.abandon()
+            self._acked.pop(key, None)
+            self._ack_due.discard(key)
+            self._retired.pop(key, None)
+            self._rx_epoch.pop(key, None)
+            r = self.rx.pop(key, None)
             if r is not None:
                 held, gaps = r.abandon(now)
                 out += held
                 lost += self._lost_data(peer_id, kind, gaps)
-        return out, lost
+        return out, lost, discarded

@@ -1339,13 +1339,15 @@ class Session:
                 # A datagram of a reliable stream: the stream says what to process now.
                 reliable = True
                 try:
-                    kind, seq = wire.read_seq(data, pos)
-                    ready = self._links.on_seq(sender, kind, seq, data, now)
+                    kind, epoch, seq = wire.read_seq(data, pos)
+                    ready, lost = self._links.on_seq(sender, kind, epoch, seq, data, now)
                 except wire.WireError as exc:
                     self._drop(exc.reason)
                     continue
                 for d in ready:
                     control |= self._process_frames(d, _frames_start(d), sender, addr, now)
+                if lost:
+                    self._report_lost(lost)
                 continue
             control |= self._process_frames(data, pos, sender, addr, now)
         if reliable:
@@ -1443,8 +1445,14 @@ class Session:
                 via = via if via in self._senders else "udp"
                 self._send_datagrams([(d, addr) for d in again], via)
             self._send_to_peers(gap_frames, addr)
+            if gap_frames:
+                self._report_gaps_sent()
         elif ftype == wire.TAIL:
-            self._send_to_peers(links.on_tail(sender, body, now), addr)
+            frames, ready, lost = links.on_tail(sender, body, now)
+            for d in ready:
+                self._process_frames(d, _frames_start(d), sender, addr, now)
+            self._report_lost(lost)
+            self._send_to_peers(frames, addr)
             self._arm_reliability()
         else:  # GAP
             ready, lost = links.on_gap(sender, body, now)
@@ -1461,14 +1469,34 @@ class Session:
             if to is not None:
                 self._send_frame(to, ftype, body)
 
+    def _peer_name(self, peer_id: int) -> str:
+        peer = self._discovery.peers.get(peer_id)
+        return peer.name if peer is not None and peer.name else f"{peer_id:016x}"
+
     def _report_lost(self, lost: list[LostData]) -> None:
+        """Tell the application what a publisher's streams will never deliver: one error per
+        gap, with its message count where the publisher could give it."""
         for item in lost:
-            peer = self._discovery.peers.get(item.peer_id)
-            name = peer.name if peer is not None and peer.name else f"{item.peer_id:016x}"
+            name = self._peer_name(item.peer_id)
             kind = "ordered" if is_ordered(item.kind) else "unordered"
             detail = f"{kind} stream, datagrams {item.gap.start}..{item.gap.end - 1}"
+            if item.gap.messages is None:
+                detail += ": the publisher can no longer say how many messages they held"
             log.warning("insane: lost for good from %s: %s", name, detail)
-            self._report(errors.MessagesLostError(name, item.gap.count, detail))
+            self._report(
+                errors.MessagesLostError(
+                    name, item.gap.messages, detail, datagrams=item.gap.count
+                )
+            )
+
+    def _report_discarded(self, peer_id: int, messages: int, why: str) -> None:
+        """Tell the application (a publisher) how many messages to ``peer_id`` it discarded
+        before they were acknowledged."""
+        if not messages:
+            return
+        name = self._peer_name(peer_id)
+        log.warning("insane: %d message(s) to %s discarded undelivered: %s", messages, name, why)
+        self._report(errors.MessagesLostError(name, messages, why, sent=True))
 
     def _arm_reliability(self) -> None:
         """Make sure the reliability timer fires when the next TAIL or NACK is due."""
@@ -1490,7 +1518,15 @@ class Session:
             return
         self._send_to_peers(self._links.due(self._loop.time()), None)
         self._flush()
+        self._report_gaps_sent()
         self._arm_reliability()
+
+    def _report_gaps_sent(self) -> None:
+        for peer_id, n in self._links.take_discarded().items():
+            self._report_discarded(
+                peer_id, n, "evicted from the retransmit buffer (reliability.retransmit_bytes, "
+                "retransmit_age) before the subscriber acknowledged them"
+            )
 
     def _on_frag(self, sender: int, body: memoryview, addr: Address, now: float) -> None:
         msg_id, total, offset, inner, chunk = wire.decode_frag(body)
@@ -1623,16 +1659,21 @@ class Session:
             name = peer.name if peer is not None and peer.name else f"{ev.peer_id:016x}"
             detail = f"handed to RDMA and not confirmed: {ev.reason}"
             log.warning("insane: %d datagram(s) to %s lost: %s", ev.lost, name, detail)
-            self._report(errors.MessagesLostError(name, ev.lost, detail, sent=True))
+            self._report(
+                errors.MessagesLostError(name, None, detail, sent=True, datagrams=ev.lost)
+            )
 
     def _forget_flow(self, peer: Peer) -> None:
         """A gone peer neither blocks publishers nor keeps flow or stream state; what it still
         owed us on reliable streams is reported lost, what we held back is handed over."""
         now = self._loop.time()
-        ready, lost = self._links.peer_gone(peer.peer_id, now)
+        ready, lost, discarded = self._links.peer_gone(peer.peer_id, now)
         for d in ready:
             self._process_frames(d, _frames_start(d), peer.peer_id, peer.addr, now)
         self._report_lost(lost)
+        self._report_discarded(
+            peer.peer_id, discarded, "the subscriber went away before acknowledging them"
+        )
         for kind in STREAM_KINDS:
             self._out.pop((peer.peer_id, kind), None)
         for name in self._senders:

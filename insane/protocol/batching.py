@@ -62,7 +62,7 @@ class OutQueue:
         self.kind = kind
         self._clock = clock
         if stream is not None:
-            header = header + wire.seq_frame(kind, 0)
+            header = header + wire.seq_frame(kind, stream.epoch, 0)
         self._header = header
         self._positioned = header[: wire.HEADER_SIZE] + wire.position_frame(0)
         self._positioned += header[wire.HEADER_SIZE :]
@@ -99,7 +99,7 @@ class OutQueue:
             else:
                 seq = stream.number()
                 at = wire.HEADER_SIZE + (wire.POSITION_FRAME_SIZE if positioned else 0)
-                wire.write_seq(buf, at, self.kind, seq)
+                wire.write_seq(buf, at, self.kind, stream.epoch, seq)
                 datagram = bytes(buf)
                 stream.sent(seq, datagram, self._clock())
                 self.ready.append(datagram)

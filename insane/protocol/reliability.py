@@ -21,13 +21,22 @@ message's fragments, each in its own datagram, are recovered one by one.
 
 The first datagram a receiver sees of a stream need not be number 1 (it may have been lost);
 a stream starts when the sender first sends to that receiver, so the receiver asks for
-everything from 1.  A restarted sender is a new peer, hence new streams.
+everything from 1.  Each stream has an *epoch*, a random number it carries in every frame of
+its own: a sender that lost a stream's state (it forgot the peer) starts another with another
+epoch, and a receiver never mixes the two (``reliable_links`` decides which incarnation a
+frame belongs to).
+
+What cannot be repaired is counted in messages as well as datagrams: the sender counts the
+messages of each datagram it evicts unacknowledged (``count_messages``), tells the receiver
+how many a GAP covers, and says itself how many it discarded undelivered.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+import random
+from array import array
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 #: A gap that lasts is asked for again at most this rarely (seconds).
@@ -38,16 +47,81 @@ UNORDERED = 1
 ORDERED = 2
 
 
+#: Evicted datagrams whose message counts are kept one by one (beyond, only their total).
+_DISCARD_DETAIL = 1 << 20
+
+
+def new_epoch() -> int:
+    """A stream's epoch: random, never 0."""
+    return random.getrandbits(32) or 1
+
+
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Datagrams ``start`` to ``end`` (exclusive) of a stream will never arrive."""
+    """Datagrams ``start`` to ``end`` (exclusive) of a stream will never arrive; they held
+    ``messages`` messages (None: nobody can say: the sender is gone or forgot the stream)."""
 
     start: int
     end: int
+    messages: int | None = None
 
     @property
     def count(self) -> int:
         return self.end - self.start
+
+
+class _Discarded:
+    """Datagrams ``start`` to ``end`` (exclusive) were evicted before being acknowledged: the
+    message count of each (the first ``_DISCARD_DETAIL`` one by one, the rest as a total), so
+    a GAP for any range that starts in the detailed part is exact."""
+
+    __slots__ = ("counts", "end", "rest", "start")
+
+    def __init__(self) -> None:
+        self.start = self.end = 0
+        self.counts = array("I")
+        self.rest = 0  # messages of the datagrams past the detailed ones
+
+    def add(self, seq: int, messages: int) -> None:
+        if not self.counts and not self.rest:
+            self.start = self.end = seq
+        if seq != self.end:  # not contiguous (cannot happen: eviction is oldest first)
+            self.rest += messages
+        elif len(self.counts) < _DISCARD_DETAIL:
+            self.counts.append(messages)
+        else:
+            self.rest += messages
+        self.end = seq + 1
+
+    def release(self, below: int) -> None:
+        """The receiver has everything below ``below`` (acknowledged, or settled by a GAP)."""
+        if below <= self.start:
+            return
+        if below >= self.end:
+            self.__init__()  # type: ignore[misc]
+            return
+        drop = below - self.start
+        del self.counts[:drop]
+        self.start = below
+
+    def messages(self, start: int, end: int) -> int | None:
+        """Messages of the discarded datagrams ``start..end-1`` (None if not discarded here,
+        or past the detailed part and not up to the end)."""
+        start, end = max(start, self.start), min(end, self.end)
+        if start >= end:
+            return 0
+        detailed_end = self.start + len(self.counts)
+        if start >= detailed_end:
+            return self.rest if end == self.end and start == detailed_end else None
+        n = sum(self.counts[start - self.start : min(end, detailed_end) - self.start])
+        if end > detailed_end:
+            if end != self.end:
+                return None
+            n += self.rest
+        return n
+
+    def total(self) -> int:
+        return sum(self.counts) + self.rest
 
 
 @dataclass(slots=True)
@@ -58,10 +132,14 @@ class SendStats:
     gaps: int = 0  # datagrams announced as lost for good (evicted; counted per announcement)
     evicted_full: int = 0  # unacknowledged datagrams dropped for the byte budget
     evicted_old: int = 0  # ... for the age limit
+    discarded_messages: int = 0  # messages in datagrams evicted before being acknowledged
 
 
 class SendStream:
-    """The sending side of one stream."""
+    """The sending side of one stream.
+
+    ``count_messages(datagram)`` says how many messages a datagram holds; it is asked only for
+    datagrams evicted before being acknowledged (the default counts one per datagram)."""
 
     def __init__(
         self,
@@ -70,7 +148,18 @@ class SendStream:
         tail_delay: float = 0.01,
         tail_interval: float = 0.05,
         window: int = 4 * 1024 * 1024,
+        *,
+        epoch: int | None = None,
+        count_messages: Callable[[bytes], int] | None = None,
     ) -> None:
+        self.epoch = epoch or new_epoch()
+        self._count_messages = count_messages or (lambda _d: 1)
+        self._discarded = _Discarded()
+        #: Discarded messages not yet reported to the application (``take_discarded``).
+        self._unreported = 0
+        #: GAPs are announced below this number already (a repeated NACK resends the GAP,
+        #: but the discarded messages are reported once).
+        self._gap_reported = 1
         self.max_bytes = max_bytes
         self.window = window
         self.max_age = max_age
@@ -109,7 +198,29 @@ class SendStream:
                 self.stats.evicted_full += 1
             else:
                 self.stats.evicted_old += 1
-            self._kept_bytes -= len(kept.popleft()[1])
+            seq, datagram, _t = kept.popleft()
+            self._kept_bytes -= len(datagram)
+            if seq >= self.acked:  # not acknowledged: its messages may never be delivered
+                messages = self._count_messages(datagram)
+                self._discarded.add(seq, messages)
+                self.stats.discarded_messages += messages
+
+    def evict_expired(self, now: float) -> None:
+        """Evict what is older than ``max_age`` (a stream that sends nothing new evicts only
+        when asked: the session does on its timer)."""
+        self._evict(now)
+
+    def take_discarded(self) -> int:
+        """Messages discarded undelivered since the last call, to report (each is counted
+        once: when the receiver learns of it through a GAP, or when the stream is dropped)."""
+        n, self._unreported = self._unreported, 0
+        return n
+
+    def abandon(self) -> int:
+        """The receiver is gone for good: the messages of everything not acknowledged (kept or
+        already evicted) will never be delivered; their count, not yet reported before."""
+        self._evict(float("inf"))  # every kept datagram is now discarded
+        return self._discarded.messages(self._gap_reported, self.next_seq) or 0
 
     @property
     def kept(self) -> int:
@@ -138,6 +249,8 @@ class SendStream:
             return False
         was_full = self.full
         self.acked = next_expected
+        self._discarded.release(next_expected)
+        self._gap_reported = max(self._gap_reported, next_expected)
         kept = self._kept
         while kept and kept[0][0] < next_expected:
             self._kept_bytes -= len(kept.popleft()[1])
@@ -163,8 +276,13 @@ class SendStream:
                 continue
             if start < first:
                 lost_end = min(end, first)
-                gaps.append(Gap(start, lost_end))
+                messages = self._discarded.messages(start, lost_end)
+                gaps.append(Gap(start, lost_end, messages))
                 self.stats.gaps += lost_end - start
+                if lost_end > self._gap_reported:  # reported once, however often asked
+                    fresh = self._discarded.messages(max(start, self._gap_reported), lost_end)
+                    self._unreported += fresh or 0
+                    self._gap_reported = lost_end
                 start = lost_end
             resent = self._resent
             guard = self.resend_guard
@@ -281,14 +399,17 @@ class ReceiveStream:
             self.highest = last
             self._update_gap(now)
 
-    def on_gap(self, start: int, end: int, now: float) -> tuple[list[bytes], list[Gap]]:
-        """The sender says ``start..end-1`` are gone: stop waiting for them.  Returns the held
-        datagrams that can now be handed over, and the gaps given up on."""
+    def on_gap(
+        self, start: int, end: int, now: float, messages: int | None = None
+    ) -> tuple[list[bytes], list[Gap]]:
+        """The sender says ``start..end-1`` are gone (holding ``messages`` messages): stop
+        waiting for them.  Returns the held datagrams that can now be handed over, and the
+        gaps given up on (with the message count where it is the whole announced range)."""
         gaps = []
         missing = [r for r in self.missing() if r[1] > start and r[0] < end]
         for a, b in missing:
             a, b = max(a, start), min(b, end)
-            gaps.append(Gap(a, b))
+            gaps.append(Gap(a, b, messages if (a, b) == (start, end) else None))
             self.stats.lost += b - a
             if a == self.next_expected:
                 self.next_expected = b

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 MAGIC = b"IN"
-VERSION = 1
+VERSION = 2
 
 HEADER = struct.Struct("!2sBBIQ")  # magic, version, flags, domain, sender
 _HEADER_FAST = struct.Struct("!3sBIQ")  # magic and version as one field, flags, domain, sender
@@ -433,57 +433,76 @@ def decode_window(body: memoryview | bytes) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 # Reliable streams (see protocol/reliability.py)
 
-_SEQ = struct.Struct("!BBHBQ")  # a whole SEQ frame: header, stream kind, sequence number
+#: A whole SEQ frame: header, then stream kind, epoch (the stream's incarnation), sequence
+#: number, and the length of the whole datagram it opens (a truncated copy is told apart).
+_SEQ = struct.Struct("!BBHBIQI")
 SEQ_FRAME_SIZE = _SEQ.size
-_KIND_NUMBER = struct.Struct("!BQ")  # ACK and TAIL bodies: stream kind, a number
-_NACK_HEAD = struct.Struct("!BH")  # stream kind, range count
+_SEQ_BODY = SEQ_FRAME_SIZE - 4
+_STREAM_NUMBER = struct.Struct("!BIQ")  # ACK and TAIL bodies: stream kind, epoch, a number
+_NACK_HEAD = struct.Struct("!BIH")  # stream kind, epoch, range count
 _RANGE = struct.Struct("!QQ")  # start, end (exclusive)
-_GAP = struct.Struct("!BQQ")  # stream kind, start, end
+_GAP = struct.Struct("!BIQQI")  # stream kind, epoch, start, end, messages in them
+#: GAP ``messages`` when the sender cannot say how many messages the datagrams held.
+UNKNOWN_MESSAGES = 0xFFFFFFFF
 #: Most ranges one NACK carries, so that it fits one datagram on a 1500-byte MTU (the oldest
 #: first; later ones are asked for next time).
 MAX_NACK_RANGES = 64
 
 
-def seq_frame(kind: int, seq: int) -> bytes:
-    return _SEQ.pack(SEQ, 0, 9, kind, seq)
+class SeqFrame(NamedTuple):
+    kind: int
+    epoch: int
+    seq: int
 
 
-def write_seq(buf: bytearray, offset: int, kind: int, seq: int) -> None:
-    """Fill in the SEQ frame at ``offset`` of a datagram being built."""
-    _SEQ.pack_into(buf, offset, SEQ, 0, 9, kind, seq)
+def seq_frame(kind: int, epoch: int, seq: int, length: int = 0) -> bytes:
+    return _SEQ.pack(SEQ, 0, _SEQ_BODY, kind, epoch, seq, length)
 
 
-def read_seq(data: bytes, offset: int) -> tuple[int, int]:
-    """(kind, seq) of the SEQ frame at ``offset``; the caller checked the type."""
+def write_seq(buf: bytearray, offset: int, kind: int, epoch: int, seq: int) -> None:
+    """Fill in the SEQ frame at ``offset`` of a datagram being built (``buf`` is the whole
+    datagram: its length goes in the frame)."""
+    _SEQ.pack_into(buf, offset, SEQ, 0, _SEQ_BODY, kind, epoch, seq, len(buf))
+
+
+def read_seq(data: bytes, offset: int) -> SeqFrame:
+    """(kind, epoch, seq) of the SEQ frame at ``offset`` of ``data``; the caller checked the
+    type. A datagram whose length is not the one its SEQ frame declares is ``truncated`` (or
+    padded: ``malformed``)."""
     if len(data) < offset + SEQ_FRAME_SIZE:
         raise WireError("truncated", "seq frame")
-    _t, _f, length, kind, seq = _SEQ.unpack_from(data, offset)
-    if length != 9 or seq == 0:
+    _t, _f, length, kind, epoch, seq, total = _SEQ.unpack_from(data, offset)
+    if length != _SEQ_BODY or seq == 0 or epoch == 0:
         raise WireError("malformed", "seq frame")
-    return kind, seq
+    if total != len(data):
+        raise WireError("truncated" if total > len(data) else "malformed", "datagram length")
+    return SeqFrame(kind, epoch, seq)
 
 
-def kind_number_body(kind: int, number: int) -> bytes:
+def stream_number_body(kind: int, epoch: int, number: int) -> bytes:
     """Body of an ACK (next expected number) or TAIL (last number sent) frame."""
-    return _KIND_NUMBER.pack(kind, number)
+    return _STREAM_NUMBER.pack(kind, epoch, number)
 
 
-def decode_kind_number(body: memoryview | bytes) -> tuple[int, int]:
-    if len(body) != _KIND_NUMBER.size:
+def decode_stream_number(body: memoryview | bytes) -> tuple[int, int, int]:
+    """(kind, epoch, number) of an ACK or TAIL frame."""
+    if len(body) != _STREAM_NUMBER.size:
         raise WireError("malformed", "ack/tail frame length")
-    kind, number = _KIND_NUMBER.unpack(body)
-    return kind, number
+    kind, epoch, number = _STREAM_NUMBER.unpack(body)
+    return kind, epoch, number
 
 
-def nack_body(kind: int, ranges: list[tuple[int, int]]) -> bytes:
+def nack_body(kind: int, epoch: int, ranges: list[tuple[int, int]]) -> bytes:
     ranges = ranges[:MAX_NACK_RANGES]
-    return _NACK_HEAD.pack(kind, len(ranges)) + b"".join(_RANGE.pack(a, b) for a, b in ranges)
+    head = _NACK_HEAD.pack(kind, epoch, len(ranges))
+    return head + b"".join(_RANGE.pack(a, b) for a, b in ranges)
 
 
-def decode_nack(body: memoryview | bytes) -> tuple[int, list[tuple[int, int]]]:
+def decode_nack(body: memoryview | bytes) -> tuple[int, int, list[tuple[int, int]]]:
+    """(kind, epoch, ranges) of a NACK frame."""
     if len(body) < _NACK_HEAD.size:
         raise WireError("truncated", "nack frame")
-    kind, count = _NACK_HEAD.unpack_from(body, 0)
+    kind, epoch, count = _NACK_HEAD.unpack_from(body, 0)
     if count > MAX_NACK_RANGES or len(body) != _NACK_HEAD.size + count * _RANGE.size:
         raise WireError("malformed", "nack frame length")
     ranges = []
@@ -492,20 +511,54 @@ def decode_nack(body: memoryview | bytes) -> tuple[int, list[tuple[int, int]]]:
         if not 0 < a < b:
             raise WireError("malformed", "nack range")
         ranges.append((a, b))
-    return kind, ranges
+    return kind, epoch, ranges
 
 
-def gap_body(kind: int, start: int, end: int) -> bytes:
-    return _GAP.pack(kind, start, end)
+def gap_body(kind: int, epoch: int, start: int, end: int, messages: int | None) -> bytes:
+    held = UNKNOWN_MESSAGES if messages is None else min(messages, UNKNOWN_MESSAGES - 1)
+    return _GAP.pack(kind, epoch, start, end, held)
 
 
-def decode_gap(body: memoryview | bytes) -> tuple[int, int, int]:
+def decode_gap(body: memoryview | bytes) -> tuple[int, int, int, int, int | None]:
+    """(kind, epoch, start, end, messages or None) of a GAP frame."""
     if len(body) != _GAP.size:
         raise WireError("malformed", "gap frame length")
-    kind, start, end = _GAP.unpack(body)
+    kind, epoch, start, end, messages = _GAP.unpack(body)
     if not 0 < start < end:
         raise WireError("malformed", "gap range")
-    return kind, start, end
+    return kind, epoch, start, end, None if messages == UNKNOWN_MESSAGES else messages
+
+
+def count_messages(datagram: bytes | memoryview) -> int:
+    """The messages a (well-formed) datagram carries: its MSG frames, and the fragmented
+    messages whose last fragment it holds (a message in fragments counts where it ends)."""
+    pos = HEADER_SIZE
+    end = len(datagram)
+    unpack = FRAME_HEADER.unpack_from
+    n = 0
+    while end - pos >= FRAME_HEADER_SIZE:
+        ftype, _flags, length = unpack(datagram, pos)
+        body = pos + FRAME_HEADER_SIZE
+        pos = body + length
+        if pos > end:
+            break
+        if ftype == MSG:
+            n += 1
+        elif ftype == FRAG and length >= _FRAG_HEAD.size:
+            _id, total, offset, inner = _FRAG_HEAD.unpack_from(datagram, body)
+            if inner == MSG and offset + length - _FRAG_HEAD.size >= total:
+                n += 1
+    return n
+
+
+def _seq_body(body: memoryview | bytes) -> None:
+    """Check a SEQ frame's body on its own (the datagram length it declares is checked where
+    the frame opens a datagram: `read_seq`)."""
+    if len(body) != _SEQ_BODY:
+        raise WireError("malformed", "seq frame length")
+    _kind, epoch, seq, _total = struct.unpack("!BIQI", body)
+    if seq == 0 or epoch == 0:
+        raise WireError("malformed", "seq frame")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,7 +585,7 @@ def decode_body(ftype: int, data: bytes, start: int, end: int) -> None:
     elif ftype == WINDOW:
         decode_window(body)
     elif ftype in (ACK, TAIL):
-        decode_kind_number(body)
+        decode_stream_number(body)
     elif ftype == NACK:
         decode_nack(body)
     elif ftype == GAP:
@@ -540,7 +593,7 @@ def decode_body(ftype: int, data: bytes, start: int, end: int) -> None:
     elif ftype == POSITION:
         read_position(data, head)
     elif ftype == SEQ:
-        read_seq(data, head)
+        _seq_body(body)
     elif ftype == RDMA_SETUP:
         from insane.protocol import rdma_setup
 
