@@ -4,14 +4,31 @@ Sans-IO: frames and a clock go in; ``take_outgoing()`` gives ``(address, frame t
 to send and ``take_events()`` gives peer changes for the session to act on. It never touches
 a socket, so loss and timeouts are tested by feeding it frames and times.
 
+Admission. A peer is admitted only through a handshake from its own address, so that a
+stranger, or anyone forging source addresses, makes us hold nothing: an ANNOUNCE from an
+unknown sender is answered with a *cookie* (a keyed hash of its id, address and the time,
+which we do not store), and the sender is admitted when an ANNOUNCE of its own echoes that
+cookie back; its answer carries its cookie for us, which we echo in turn. Admissions are
+limited per source IP address. Any other frame from an unknown sender is dropped
+(``unknown_peer``) and not answered.
+
 Interest is a versioned snapshot of a peer's subscriptions. A snapshot is re-sent every
 ``retransmit`` seconds until the peer acknowledges that version; heartbeats carry the current
-version, so a peer holding a stale snapshot asks for the new one. A peer silent for
-``peer_timeout`` seconds is declared down.
+version, so a peer holding a stale snapshot asks for the new one.
+
+Liveness. A peer silent for ``peer_timeout`` seconds becomes *suspect* (`PeerSuspect`): the
+session gives it no new queue-group work or requests, but keeps its streams and its interest,
+and keeps sending to it. Heard again, it is back (`PeerBack`). Silent for ``suspect_hold``
+seconds more (the reliability layer's ``retransmit_age``: past it, nothing could be repaired
+anyway), it is down (`PeerDown`). A BYE, a process known to be gone (`remove`) or another peer
+taking its address drops it at once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +38,12 @@ from insane.protocol.wire import InterestEntry
 from insane.transports.base import Address
 
 Outgoing = tuple[Address, int, bytes]
+
+#: Cookies change every this many seconds (the current and the previous one are accepted).
+_COOKIE_PERIOD = 30.0
+#: Admissions per source IP address: a bucket of this many, refilled at this rate per second.
+ADMIT_BURST = 64
+ADMIT_RATE = 16.0
 
 
 @dataclass
@@ -41,6 +64,8 @@ class Peer:
     echo_ns: int = 0
     echo_received_at: float = 0.0
     rtt: float | None = None
+    #: Silent past the timeout (or unreachable): no new work, its state kept (`PeerSuspect`).
+    suspect: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,21 @@ class PeerUp:
 class PeerDown:
     peer: Peer
     reason: str
+
+
+@dataclass(frozen=True)
+class PeerSuspect:
+    """Silent for ``peer_timeout`` (or its address unreachable): kept, but given no new work."""
+
+    peer: Peer
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerBack:
+    """A suspect peer was heard again."""
+
+    peer: Peer
 
 
 @dataclass(frozen=True)
@@ -67,7 +107,7 @@ class RttMeasured:
     rtt: float
 
 
-Event = PeerUp | PeerDown | InterestChanged | RttMeasured
+Event = PeerUp | PeerDown | PeerSuspect | PeerBack | InterestChanged | RttMeasured
 
 
 class Discovery:
@@ -79,11 +119,16 @@ class Discovery:
         transports: tuple[str, ...] = ("udp",),
         heartbeat_interval: float = 0.5,
         peer_timeout: float = 2.5,
+        suspect_hold: float = 10.0,
         retransmit: float = 0.1,
         max_peers: int = 1024,
     ) -> None:
         self.peer_id = peer_id
         self.max_peers = max_peers
+        self.suspect_hold = suspect_hold
+        self._secret = os.urandom(32)
+        #: Admission tokens per source IP: (tokens, when last refilled).
+        self._admissions: dict[str, tuple[float, float]] = {}
         self.name = name
         self.transports = transports
         self.heartbeat_interval = heartbeat_interval
@@ -95,7 +140,6 @@ class Discovery:
         self._out: list[Outgoing] = []
         self._events: list[Event] = []
         self._last_heartbeat = -1e9
-        self._reannounced: dict[Address, float] = {}
 
     # ------------------------------------------------------------------ outputs
 
@@ -112,7 +156,11 @@ class Discovery:
         ev, self._events = self._events, []
         return ev
 
-    def announce_body(self, *, reply: bool) -> bytes:
+    def announce_body(
+        self, *, reply: bool, cookie: str | None = None, echo: str | None = None
+    ) -> bytes:
+        """Our ANNOUNCE; ``cookie``: the one we ask an unknown peer to echo; ``echo``: the one
+        it gave us."""
         info: dict[str, Any] = {
             "v": wire.VERSION,
             "name": self.name,
@@ -121,6 +169,10 @@ class Discovery:
             "iv": self.interest_version,
             "host": socket.gethostname(),
         }
+        if cookie is not None:
+            info["cookie"] = cookie
+        if echo is not None:
+            info["echo"] = echo
         return wire.announce_body(info)
 
     def announce_to(self, addr: Address) -> None:
@@ -159,15 +211,9 @@ class Discovery:
             return
         peer = self.peers.get(sender)
         if peer is None:
-            if ftype == wire.BYE:
-                return
-            # Traffic from a peer we do not know (we dropped it, or its announce was lost).
-            self._reannounce(addr, now)
-            if ftype != wire.INTEREST:
-                return
-            self._admit()
-            peer = self._add_peer(sender, addr, now, {})
-        peer.last_seen = now
+            # A stranger, or a peer we dropped: it is not answered; it must announce itself.
+            raise wire.WireError("unknown_peer", f"{wire.FRAME_NAMES.get(ftype, ftype)} frame")
+        self.heard(peer, now)
         peer.addr = addr
         if ftype == wire.HEARTBEAT:
             iv, sent_ns, echo_ns, hold_ns = wire.decode_heartbeat(view)
@@ -198,36 +244,67 @@ class Discovery:
         else:
             raise wire.WireError("unknown_frame", f"type {ftype}")
 
-    def touch(self, sender: int, addr: Address, now: float) -> bool:
-        """Note data traffic from a peer; False when the peer is unknown (and re-announce)."""
-        peer = self.peers.get(sender)
-        if peer is None:
-            self._reannounce(addr, now)
-            return False
+    def heard(self, peer: Peer, now: float) -> None:
+        """Anything came from ``peer`` (the session calls it for every datagram)."""
         peer.last_seen = now
-        return True
+        if peer.suspect:
+            peer.suspect = False
+            self._events.append(PeerBack(peer))
 
-    def _reannounce(self, addr: Address, now: float) -> None:
-        if now - self._reannounced.get(addr, -1e9) >= self.heartbeat_interval:
-            self._reannounced[addr] = now
-            self.announce_to(addr)
+    # ------------------------------------------------------------------ admission
+
+    def _cookie(self, sender: int, addr: Address, period: int) -> str:
+        msg = f"{sender:x}|{addr[0]}|{addr[1]}|{period}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:16]
+
+    def _cookie_ok(self, echo: object, sender: int, addr: Address, now: float) -> bool:
+        if not isinstance(echo, str):
+            return False
+        period = int(now // _COOKIE_PERIOD)
+        return any(
+            hmac.compare_digest(echo, self._cookie(sender, addr, p)) for p in (period, period - 1)
+        )
+
+    def _rate_ok(self, ip: str, now: float) -> bool:
+        """One admission step for ``ip`` (a token bucket): False when over the limit."""
+        tokens, at = self._admissions.get(ip, (float(ADMIT_BURST), now))
+        tokens = min(float(ADMIT_BURST), tokens + (now - at) * ADMIT_RATE)
+        if tokens < 1.0:
+            return False
+        if len(self._admissions) >= 4096 and ip not in self._admissions:
+            self._admissions.clear()
+        self._admissions[ip] = (tokens - 1.0, now)
+        return True
 
     def _on_announce(self, sender: int, info: dict[str, Any], addr: Address, now: float) -> None:
         reply = info.get("reply") is True
-        if sender not in self.peers:
-            self._admit()
-        if reply:
-            # Answer first, so our announcement precedes our interest on the wire.
-            self._out.append((addr, wire.ANNOUNCE, self.announce_body(reply=False)))
+        theirs = info.get("cookie")
+        theirs = theirs if isinstance(theirs, str) and len(theirs) <= 64 else None
         peer = self.peers.get(sender)
         if peer is None:
-            peer = self._add_peer(sender, addr, now, info)
-        else:
-            peer.last_seen = now
-            peer.addr = addr
-            self._describe(peer, info)
-            if reply:
-                self._send_interest(peer, now)
+            if not self._rate_ok(addr[0], now):
+                raise wire.WireError("too_many_peers", f"admissions from {addr[0]}")
+            if not self._cookie_ok(info.get("echo"), sender, addr, now):
+                # Not admitted yet: our cookie, for it to echo (we keep nothing meanwhile).
+                cookie = self._cookie(sender, addr, int(now // _COOKIE_PERIOD))
+                body = self.announce_body(reply=False, cookie=cookie, echo=theirs)
+                self._out.append((addr, wire.ANNOUNCE, body))
+                return
+            self._admit()
+            # It echoed our cookie: it announced from this address. Answer first (echoing its
+            # cookie, so that it admits us too), so our announcement precedes our interest.
+            if reply or theirs is not None:
+                body = self.announce_body(reply=False, echo=theirs)
+                self._out.append((addr, wire.ANNOUNCE, body))
+            self._add_peer(sender, addr, now, info)
+            return
+        self.heard(peer, now)
+        peer.addr = addr
+        self._describe(peer, info)
+        if reply or theirs is not None:
+            # It asks for an answer, or does not know us (it dropped us): echo its cookie.
+            self._out.append((addr, wire.ANNOUNCE, self.announce_body(reply=False, echo=theirs)))
+            self._send_interest(peer, now)
         iv = info.get("iv")
         if isinstance(iv, int) and iv > peer.interest_version:
             peer.advertised_version = max(peer.advertised_version, iv)
@@ -248,8 +325,14 @@ class Discovery:
             raise wire.WireError("too_many_peers", f"already {len(self.peers)} peers")
 
     def _add_peer(self, sender: int, addr: Address, now: float, info: dict[str, Any]) -> Peer:
-        """A new peer: record it and tell it what we subscribe to."""
+        """A new peer: record it and tell it what we subscribe to. A peer that held its
+        address before is gone (a process restarted on the same port)."""
+        for old in [p for p in self.peers.values() if p.addr == addr]:
+            self._remove(old.peer_id, "replaced")
         peer = Peer(peer_id=sender, addr=addr, last_seen=now)
+        iv = info.get("iv")
+        if isinstance(iv, int) and iv > 0:
+            peer.advertised_version = iv
         self._describe(peer, info)
         self.peers[sender] = peer
         self._events.append(PeerUp(peer))
@@ -263,6 +346,22 @@ class Discovery:
         if peer is not None:
             self._events.append(PeerDown(peer, reason))
 
+    def remove(self, peer_id: int, reason: str) -> None:
+        """Drop a peer at once (its process is known to be gone)."""
+        self._remove(peer_id, reason)
+
+    def suspect(self, peer_id: int, reason: str) -> None:
+        """Make a peer suspect at once (its address answered ICMP port unreachable)."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and not peer.suspect:
+            peer.suspect = True
+            self._events.append(PeerSuspect(peer, reason))
+
+    @property
+    def alive(self) -> list[Peer]:
+        """The peers that are not suspect."""
+        return [p for p in self.peers.values() if not p.suspect]
+
     # ------------------------------------------------------------------ time
 
     def next_deadline(self) -> float:
@@ -270,8 +369,12 @@ class Discovery:
 
     def tick(self, now: float) -> None:
         for peer in list(self.peers.values()):
-            if now - peer.last_seen > self.peer_timeout:
+            silent = now - peer.last_seen
+            if silent > self.peer_timeout + self.suspect_hold:
                 self._remove(peer.peer_id, "timeout")
+            elif silent > self.peer_timeout and not peer.suspect:
+                peer.suspect = True
+                self._events.append(PeerSuspect(peer, f"silent for {silent:.1f} s"))
         for peer in self.peers.values():
             if (
                 peer.acked_version < self.interest_version
@@ -285,5 +388,4 @@ class Discovery:
                 hold = int((now - peer.echo_received_at) * 1e9) if peer.echo_ns else 0
                 body = wire.heartbeat_body(self.interest_version, now_ns, peer.echo_ns, hold)
                 self._out.append((peer.addr, wire.HEARTBEAT, body))
-            if len(self._reannounced) > 1024:
-                self._reannounced.clear()
+

@@ -66,7 +66,11 @@ class HostRegistry:
 
     def peers(self) -> dict[int, Address]:
         """Live sessions on this host (other than ours), by peer id."""
-        out: dict[int, Address] = {}
+        return {peer_id: addr for peer_id, (addr, _pid) in self.entries().items()}
+
+    def entries(self) -> dict[int, tuple[Address, int]]:
+        """Live sessions on this host (other than ours): peer id -> (address, process id)."""
+        out: dict[int, tuple[Address, int]] = {}
         try:
             entries = list(self.dir.glob("*.json"))
         except OSError:
@@ -85,5 +89,5 @@ class HostRegistry:
                 continue
             if host == "0.0.0.0":
                 host = "127.0.0.1"
-            out[peer_id] = (host, port)
+            out[peer_id] = ((host, port), pid)
         return out

@@ -104,7 +104,13 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "insane_peers_alive": (
         "gauge",
-        "Peers currently alive, as seen by sessions of this process.",
+        "Peers currently alive (not suspect), as seen by sessions of this process.",
+        (),
+    ),
+    "insane_peers_suspect": (
+        "gauge",
+        "Peers silent past discovery.peer_timeout (or unreachable), as seen by sessions of this "
+        "process: given no new work, their streams kept for reliability.retransmit_age.",
         (),
     ),
     "insane_sessions": ("gauge", "Sessions open in this process.", ()),

@@ -71,6 +71,8 @@ class LostData:
     peer_id: int
     kind: int
     gap: Gap
+    #: The incarnation of the stream they belonged to.
+    epoch: int = 0
 
 
 class StaleStream(wire.WireError):
@@ -164,7 +166,7 @@ class ReliableLinks:
         lost: list[LostData] = []
         if r is not None:
             out, gaps = r.abandon(now)
-            held, lost = out, self._lost_data(sender, kind, gaps)
+            held, lost = out, self._lost_data(sender, kind, gaps, self._rx_epoch[key])
             retired.append(self._rx_epoch[key])
         c = self.config
         r = self.rx[key] = ReceiveStream(is_ordered(kind), c.nack_delay, c.nack_interval)
@@ -212,11 +214,11 @@ class ReliableLinks:
         if r is None or self._rx_epoch.get(key) != epoch:
             return [], []
         out, gaps = r.on_gap(start, end, now, messages)
-        return out, self._lost_data(sender, kind, gaps)
+        return out, self._lost_data(sender, kind, gaps, epoch)
 
-    def _lost_data(self, sender: int, kind: int, gaps: list[Gap]) -> list[LostData]:
+    def _lost_data(self, sender: int, kind: int, gaps: list[Gap], epoch: int) -> list[LostData]:
         self._lost.value += sum(g.count for g in gaps)
-        return [LostData(sender, kind, g) for g in gaps]
+        return [LostData(sender, kind, g, epoch) for g in gaps]
 
     def _ack(self, peer_id: int, kind: int, r: ReceiveStream) -> Frame:
         key = (peer_id, kind)
@@ -275,10 +277,10 @@ class ReliableLinks:
             self._acked.pop(key, None)
             self._ack_due.discard(key)
             self._retired.pop(key, None)
-            self._rx_epoch.pop(key, None)
             r = self.rx.pop(key, None)
+            epoch = self._rx_epoch.pop(key, 0)
             if r is not None:
                 held, gaps = r.abandon(now)
                 out += held
-                lost += self._lost_data(peer_id, kind, gaps)
+                lost += self._lost_data(peer_id, kind, gaps, epoch)
         return out, lost, discarded

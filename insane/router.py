@@ -60,7 +60,12 @@ class Router:
         self._rng = rng or random.Random()
         self._local: dict[int, LocalSub] = {}
         self._remote: dict[int, list[InterestEntry]] = {}
+        #: Peers that are suspect (silent or unreachable): kept in plain plans, so what they
+        #: subscribe to is still numbered and buffered for them, but given no queue-group work
+        #: and no requests.
+        self._suspect: set[int] = set()
         self._plans: dict[str, Plan] = {}
+        self._request_plans: dict[str, Plan] = {}
         self._targets: dict[tuple[str, tuple[str, ...]], list[LocalSub]] = {}
         self._rr = itertools.count()
         #: Called after any change of interest (for caches built on top of plans).
@@ -70,6 +75,7 @@ class Router:
 
     def _changed(self) -> None:
         self._plans.clear()
+        self._request_plans.clear()
         self._targets.clear()
         if self.on_change is not None:
             self.on_change()
@@ -92,12 +98,27 @@ class Router:
         self._changed()
 
     def drop_remote(self, peer_id: int) -> None:
+        self._suspect.discard(peer_id)
         if self._remote.pop(peer_id, None) is not None:
+            self._changed()
+
+    @property
+    def has_suspects(self) -> bool:
+        return bool(self._suspect)
+
+    def set_suspect(self, peer_id: int, suspect: bool) -> None:
+        if suspect != (peer_id in self._suspect):
+            if suspect:
+                self._suspect.add(peer_id)
+            else:
+                self._suspect.discard(peer_id)
             self._changed()
 
     # ------------------------------------------------------------------ publishing
 
     def plan(self, subject: str) -> Plan:
+        """Where a message to ``subject`` goes: local subscriptions, peers (suspect ones too:
+        their streams keep what they miss), and the queue groups (no suspect member)."""
         plan = self._plans.get(subject)
         if plan is None:
             key = reply_family(subject) or subject
@@ -106,6 +127,20 @@ class Router:
                 if len(self._plans) >= _CACHE_LIMIT:
                     self._plans.clear()
                 plan = self._plans[key] = self._build_plan(key)
+        return plan
+
+    def request_plan(self, subject: str) -> Plan:
+        """Where a request to ``subject`` goes: as `plan`, without suspect peers (a request
+        wants an answer now; one that waits for a silent peer would time out)."""
+        if not self._suspect:
+            return self.plan(subject)
+        plan = self._request_plans.get(subject)
+        if plan is None:
+            full = self.plan(subject)
+            peers = [p for p in full.peers if p not in self._suspect]
+            if len(self._request_plans) >= _CACHE_LIMIT:
+                self._request_plans.clear()
+            plan = self._request_plans[subject] = Plan(full.local, peers, full.groups)
         return plan
 
     def _build_plan(self, subject: str) -> Plan:
@@ -120,10 +155,12 @@ class Router:
         peers: list[int] = []
         for peer_id, entries in self._remote.items():
             plain = False
+            suspect = peer_id in self._suspect
             for e in entries:
                 if matches(e.pattern, subject):
                     if e.queue:
-                        groups.setdefault(e.queue, GroupMembers()).peers.append(peer_id)
+                        if not suspect:
+                            groups.setdefault(e.queue, GroupMembers()).peers.append(peer_id)
                     else:
                         plain = True
             if plain:

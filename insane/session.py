@@ -26,8 +26,17 @@ from typing import Any
 
 from insane import errors, metrics, metrics_http
 from insane.deadlines import Deadlines
-from insane.discovery import Discovery, InterestChanged, Peer, PeerDown, PeerUp, RttMeasured
-from insane.host_registry import HostRegistry
+from insane.discovery import (
+    Discovery,
+    InterestChanged,
+    Peer,
+    PeerBack,
+    PeerDown,
+    PeerSuspect,
+    PeerUp,
+    RttMeasured,
+)
+from insane.host_registry import HostRegistry, process_alive
 from insane.keys import load_identities, load_keyring
 from insane.message import Msg, clean_headers
 from insane.metrics import STORE, Cell
@@ -179,6 +188,7 @@ class Session:
             transports=("udp",),
             heartbeat_interval=disc.heartbeat_interval,
             peer_timeout=disc.peer_timeout,
+            suspect_hold=config.reliability.retransmit_age,
             max_peers=config.limits.max_peers,
         )
         self._fragmenter = Fragmenter()
@@ -198,6 +208,14 @@ class Session:
         # stream kind) for reliable streams; flow control is per address.
         self._out: dict[Any, OutQueue] = {}
         self._flows: dict[Address, FlowOut] = {}
+        #: Destinations silent for reliability.stall_timeout: their full windows and streams
+        #: block no publisher (their streams keep buffering for them) until they are heard.
+        self._stalled: set[Address] = set()
+        #: Addresses that answered ICMP port unreachable: when, and the peer made suspect.
+        self._unreachable: dict[Address, float] = {}
+        #: Peers on this host, from the host registry: their process ids (a gone process is
+        #: dropped at once).
+        self._local_pids: dict[int, int] = {}
         self._links = ReliableLinks(config.reliability)
         with_identities = load_identities(config)  # (a ConfigError names the file and key)
         keyring = with_identities[0] if with_identities else load_keyring(config)
@@ -252,6 +270,7 @@ class Session:
         self._draining = False
         self.error_cb: Callable[[Exception], Any] | None = None
         self._dropped: dict[tuple[str, str], Cell] = {}
+        self._kernel_drops = 0  # the socket's drop counter when last read
         self._dgram_tx = STORE.cell("insane_datagrams_sent", "udp")
         self._dgram_rx = STORE.cell("insane_datagrams_received", "udp")
         self._batch_tx = STORE.cell("insane_batches_sent", "udp")
@@ -268,6 +287,7 @@ class Session:
 
     async def _start(self) -> None:
         self._capabilities = probe_all(self.config)
+        self._udp.on_unreachable = self._on_unreachable
         await self._udp.start(self._on_udp_datagrams)
         await self._start_bypass()
         # The largest frame body that fits a datagram with every prefix it may carry (header,
@@ -377,6 +397,7 @@ class Session:
             STORE.set_gauge("insane_transport_available", (name,), float(cap.available))
         metrics.set_build_info()
         STORE.add_gauge_source("insane_peers_alive", self._peer_count)
+        STORE.add_gauge_source("insane_peers_suspect", self._suspect_count)
         STORE.add_gauge_source("insane_sessions", self._open_count)
         STORE.hold("insane_session_info", self._info_labels)
         m = self.config.metrics
@@ -393,7 +414,10 @@ class Session:
                 )
 
     def _peer_count(self) -> float:
-        return float(len(self._discovery.peers))
+        return float(len(self._discovery.alive))
+
+    def _suspect_count(self) -> float:
+        return float(len(self._discovery.peers) - len(self._discovery.alive))
 
     def _open_count(self) -> float:
         return 0.0 if self._closed else 1.0
@@ -402,7 +426,9 @@ class Session:
         """Announce to every peer we can name; return the addresses we expect answers from."""
         targets: set[Address] = set(self._static_peers)
         if self._registry is not None:
-            targets.update(self._registry.peers().values())
+            entries = self._registry.entries()
+            self._local_pids = {peer_id: pid for peer_id, (_addr, pid) in entries.items()}
+            targets.update(addr for addr, _pid in entries.values())
         for t in targets:
             self._discovery.announce_to(t)
         self._beacon()
@@ -457,6 +483,8 @@ class Session:
                 await asyncio.sleep(tick)
                 now = self._loop.time()
                 self._discovery.tick(now)
+                self._update_stalled(now)
+                self._check_local_peers()
                 if self._rdma is not None:
                     self._rdma.tick(now)
                 self._reassembler.expire(now)
@@ -466,6 +494,7 @@ class Session:
                     self._rediscover()
                     for t in self._bypass:
                         t.count_drops()
+                    self._count_kernel_drops()
                 if now >= next_beacon:
                     next_beacon = now + max(1.0, disc.heartbeat_interval)
                     self._beacon()
@@ -480,11 +509,41 @@ class Session:
         known = {p.addr for p in self._discovery.peers.values()}
         targets = set(self._static_peers)
         if self._registry is not None:
+            entries = self._registry.entries()
+            self._local_pids = {peer_id: pid for peer_id, (_addr, pid) in entries.items()}
             targets.update(
-                a for pid, a in self._registry.peers().items() if pid not in self._discovery.peers
+                a for peer_id, (a, _pid) in entries.items() if peer_id not in self._discovery.peers
             )
         for t in targets - known:
             self._discovery.announce_to(t)
+
+    def _check_local_peers(self) -> None:
+        """Drop at once a peer on this host whose process is gone (killed: no BYE came),
+        and one whose address keeps answering ICMP port unreachable."""
+        disc = self._discovery
+        for peer_id, pid in list(self._local_pids.items()):
+            if peer_id in disc.peers and not process_alive(pid):
+                del self._local_pids[peer_id]
+                disc.remove(peer_id, f"its process ({pid}) is gone")
+        if disc.has_news:
+            self._pump()
+
+    def _on_unreachable(self, addr: Address) -> None:
+        """ICMP port unreachable for ``addr`` (nothing listens there any more): its peer is
+        suspect at once, so it gets no new work; dropped if it stays so for a heartbeat
+        interval with nothing heard from it (an ICMP message is easy to forge: one alone
+        drops nobody)."""
+        disc = self._discovery
+        now = self._loop.time()
+        first = self._unreachable.setdefault(addr, now)
+        for peer in [p for p in disc.peers.values() if p.addr == addr]:
+            if now - first >= self.config.discovery.heartbeat_interval and peer.last_seen < first:
+                disc.remove(peer.peer_id, "its address is unreachable (ICMP port unreachable)")
+            else:
+                disc.suspect(peer.peer_id, "its address is unreachable (ICMP port unreachable)")
+        if len(self._unreachable) > 4096:
+            self._unreachable.clear()
+        self._pump()
 
     async def close(self) -> None:
         """Leave the bus: say goodbye to peers, stop subscriptions, release sockets."""
@@ -518,6 +577,7 @@ class Session:
         if self._registry is not None:
             self._registry.unregister()
         STORE.remove_gauge_source("insane_peers_alive", self._peer_count)
+        STORE.remove_gauge_source("insane_peers_suspect", self._suspect_count)
         STORE.remove_gauge_source("insane_sessions", self._open_count)
         STORE.release("insane_session_info", self._info_labels)
         m = self.config.metrics
@@ -678,7 +738,7 @@ class Session:
                 f"to {subject!r}"
             )
         payload = data if type(data) is bytes else bytes(data)
-        plan = self._router.plan(subject)
+        plan = self._router.request_plan(subject) if reply else self._router.plan(subject)
         if plan.empty:
             return
         if not plan.local and not plan.groups:
@@ -890,6 +950,7 @@ class Session:
         blocked = False
         reliable = False
         flow_in = self._flow_in
+        stalled = self._stalled
         for q in self._out.values():
             if not q.empty:
                 addr = q.addr
@@ -899,11 +960,11 @@ class Session:
                 out = datagrams if q.transport == "udp" else bypass.setdefault(q.transport, [])
                 for d in q.take():
                     out.append((d, addr))
-                if q.flow.blocked:
+                if q.flow.blocked and addr not in stalled:
                     blocked = True
                 if q.stream is not None:
                     reliable = True
-                    if q.stream.full:
+                    if q.stream.full and addr not in stalled:
                         blocked = True
         if datagrams:
             self._send_datagrams(datagrams)
@@ -919,11 +980,11 @@ class Session:
         return wire.window_body(fin.take_ack(), self._window)
 
     def _on_position_frame(self, data: bytes, addr: Address) -> None:
+        """The POSITION pre-pass of a batch: what fails here is counted by the main pass."""
         try:
             _version, _flags, domain, sender = wire.decode_header(data)
             pflags, position = wire.read_position(data, wire.HEADER_SIZE)
-        except wire.WireError as exc:
-            self._drop(exc.reason)
+        except wire.WireError:
             return
         if domain == self.domain and sender != self.peer_id:
             self._on_position(sender, addr, pflags, position)
@@ -962,42 +1023,37 @@ class Session:
         if f is not None and f.on_window(acked, window):
             self._room.set()
 
-    def _last_heard(self) -> dict[Address, float]:
-        """When each peer's address was last heard from (any datagram)."""
+    def _update_stalled(self, now: float) -> None:
+        """The destinations silent for ``reliability.stall_timeout`` (a frozen or killed
+        process, a partition; a live one, however slow, acknowledges or at least sends
+        heartbeats): they stop blocking publishers until they are heard again."""
+        stall = self.config.reliability.stall_timeout
         heard: dict[Address, float] = {}
         for p in self._discovery.peers.values():
             heard[p.addr] = max(heard.get(p.addr, 0.0), p.last_seen)
-        return heard
+        self._stalled = {a for a, t in heard.items() if now - t >= stall}
 
     async def _wait_for_room(self) -> None:
         """Wait while a destination's window is full or the kernel pushes back.
 
         A WINDOW frame opening room wakes us; without one for a while we probe the blocked
-        destinations (their WINDOW frame may have been lost).  A destination whose peer goes
-        away stops blocking (its queue is dropped with the peer).
+        destinations (their WINDOW frame may have been lost). A destination silent for
+        ``stall_timeout`` is not waited for (`_update_stalled`): its reliable stream keeps
+        what it misses, within the retransmit buffer's bounds, for when it is back.
         """
-        started = self._loop.time()
-        stall = self.config.reliability.stall_timeout
         while True:
             self._flush()
             if self._backlog_bytes() > _BACKLOG_LIMIT:
                 await self._wait_drained()
                 continue
-            # A destination we have not heard from for stall_timeout (a killed or hung process;
-            # a live one, however slow, acknowledges or at least sends heartbeats) is not
-            # waited for.  Discovery drops a gone peer a little later.
-            now = self._loop.time()
-            heard = self._last_heard()
-
-            def alive(addr: Address, now: float = now, heard: dict[Address, float] = heard) -> bool:
-                return now - max(heard.get(addr, 0.0), started) < stall
-
-            blocked = [addr for addr, f in self._flows.items() if f.blocked and alive(addr)]
+            self._update_stalled(self._loop.time())
+            stalled = self._stalled
+            blocked = [a for a, f in self._flows.items() if f.blocked and a not in stalled]
             # A reliable stream whose retransmit buffer is nearly full of unacknowledged data
             # waits for acknowledgements too (rather than evict what may still be asked for).
             peers = self._discovery.peers
             streams_full = any(
-                s.full and (p := peers.get(peer_id)) is not None and alive(p.addr)
+                s.full and (p := peers.get(peer_id)) is not None and p.addr not in stalled
                 for (peer_id, _kind), s in self._links.tx.items()
             )
             if not blocked and not streams_full:
@@ -1122,10 +1178,11 @@ class Session:
             raise errors.MaxPayloadError(
                 f"payload of {len(data)} bytes exceeds max_payload {self.max_payload}"
             )
-        fast = self._tx_fast.get(subject)
+        # (No fast path while a peer is suspect: a request goes to no suspect peer.)
+        fast = None if self._router.has_suspects else self._tx_fast.get(subject)
         if fast is None:
             self._channel(subject)
-            if self._router.plan(subject).empty:
+            if self._router.request_plan(subject).empty:
                 raise errors.NoRespondersError(f"no responders on {subject!r}")
         token = str(next(self._tokens))
         reply = f"{self.inbox_prefix}.{token}"
@@ -1192,6 +1249,18 @@ class Session:
         if c is None:
             c = self._dropped[key] = STORE.cell("insane_dropped", *key)
         c.value += n
+
+    def _count_kernel_drops(self) -> None:
+        """The kernel's receive-buffer overflows on our socket, as drops (``kernel_rcvbuf``),
+        so that "sent minus received" has a name."""
+        total = self._udp.kernel_drops()
+        if total > self._kernel_drops:
+            key = ("udp", "kernel_rcvbuf")
+            c = self._dropped.get(key)
+            if c is None:
+                c = self._dropped[key] = STORE.cell("insane_dropped", *key)
+            c.value += total - self._kernel_drops
+        self._kernel_drops = total
 
     def _count_reassembly_drops(self) -> None:
         for reason in self._reassembler.take_drops():
@@ -1304,6 +1373,8 @@ class Session:
             STORE.cell("insane_batches_received", self._rx_via).value += 1
         domain = self.domain
         me = self.peer_id
+        disc = self._discovery
+        peers = disc.peers
         control = False
         # Flow control first: the whole batch is out of the socket buffer now, so the senders
         # may go on while we process it (acknowledging after processing would make them wait
@@ -1331,10 +1402,19 @@ class Session:
             if pos == end:
                 self._drop("empty")
                 continue
+            peer = peers.get(sender)
+            if peer is None:
+                control |= self._from_stranger(data, pos, sender, addr, now)
+                continue
+            if peer.last_seen != now or peer.suspect:
+                disc.heard(peer, now)
+                if self._stalled:
+                    self._stalled.discard(addr)
             if data[pos] == wire.POSITION:
                 pos += wire.POSITION_FRAME_SIZE  # handled above
                 if pos > end:
-                    continue  # (and counted there)
+                    self._drop("truncated")
+                    continue
             if pos < end and data[pos] == wire.SEQ:
                 # A datagram of a reliable stream: the stream says what to process now.
                 reliable = True
@@ -1359,6 +1439,33 @@ class Session:
         if control or self._discovery.has_news:
             self._pump()
 
+    def _from_stranger(
+        self, data: bytes, pos: int, sender: int, addr: Address, now: float
+    ) -> bool:
+        """A datagram from a sender that is not a peer: only its ANNOUNCE frames count (the
+        handshake of `discovery`); anything else is dropped, once per datagram, and never
+        answered, so a stranger makes us hold nothing. True if an ANNOUNCE was handled."""
+        end = len(data)
+        frame_head = wire.FRAME_HEADER.unpack_from
+        handled = False
+        while end - pos >= wire.FRAME_HEADER_SIZE:
+            ftype, _fflags, length = frame_head(data, pos)
+            start = pos + wire.FRAME_HEADER_SIZE
+            pos = start + length
+            if pos > end or ftype != wire.ANNOUNCE:
+                break
+            try:
+                self._discovery.on_frame(sender, ftype, memoryview(data)[start:pos], addr, now)
+            except wire.WireError as exc:
+                self._drop(exc.reason)
+                return handled
+            handled = True
+            if sender in self._discovery.peers:  # admitted: the rest is a peer's
+                return self._process_frames(data, pos, sender, addr, now) or handled
+        if not handled:
+            self._drop("unknown_peer")
+        return handled
+
     def _process_frames(
         self, data: bytes, pos: int, sender: int, addr: Address, now: float
     ) -> bool:
@@ -1368,14 +1475,10 @@ class Session:
         rx_fast = self._rx_fast
         frame_head = wire.FRAME_HEADER.unpack_from
         control = False
-        touched = False
         while pos < end:
             # The run of plain messages to subjects seen before, in one native step.
             items, pos = scan_plain(data, pos, rx_fast)
             if items:
-                if not touched:
-                    touched = True
-                    disc.touch(sender, addr, now)
                 perms = self._sender_perms.get(sender) if self._sender_perms else None
                 for fast, payloads in items:
                     ch = fast.ch
@@ -1403,14 +1506,8 @@ class Session:
                 break
             try:
                 if ftype == wire.MSG:
-                    if not touched:
-                        touched = True
-                        disc.touch(sender, addr, now)
                     self._on_msg(data, start, pos, sender)
                 elif ftype == wire.FRAG:
-                    if not touched:
-                        touched = True
-                        disc.touch(sender, addr, now)
                     control = True  # a reassembled frame may be a control frame
                     self._on_frag(sender, memoryview(data)[start:pos], addr, now)
                 elif ftype == wire.WINDOW:
@@ -1597,6 +1694,16 @@ class Session:
                 )
                 if rdma is not None:
                     rdma.peer_up(ev.peer, self._loop.time())
+            elif isinstance(ev, PeerSuspect):
+                log.info(
+                    "peer suspect (%s): %s (%016x): no new work for it; its streams are kept",
+                    ev.reason, ev.peer.name, ev.peer.peer_id,
+                )  # fmt: skip
+                self._router.set_suspect(ev.peer.peer_id, True)
+            elif isinstance(ev, PeerBack):
+                log.info("peer back: %s (%016x)", ev.peer.name, ev.peer.peer_id)
+                self._router.set_suspect(ev.peer.peer_id, False)
+                self._unreachable.pop(ev.peer.addr, None)
             elif isinstance(ev, RttMeasured):
                 label = metrics.peer_label(ev.peer.name, ev.peer.peer_id)
                 STORE.histogram(RTT, "udp", label).observe(ev.rtt)
@@ -1693,8 +1800,15 @@ class Session:
 
     @property
     def peers(self) -> list[Peer]:
-        """The peers currently alive."""
-        return list(self._discovery.peers.values())
+        """The peers currently alive (suspect ones, silent for discovery.peer_timeout, are
+        not: see `suspect_peers`)."""
+        return self._discovery.alive
+
+    @property
+    def suspect_peers(self) -> list[Peer]:
+        """Peers silent past discovery.peer_timeout (or unreachable): given no new work, their
+        streams kept until reliability.retransmit_age more has passed."""
+        return [p for p in self._discovery.peers.values() if p.suspect]
 
     @property
     def address(self) -> Address:

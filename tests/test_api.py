@@ -184,12 +184,13 @@ async def test_malformed_datagrams_are_counted_and_dropped(
     sub = await b.subscribe("ok")
     before = {
         r: STORE.value("insane_dropped", "udp", r)
-        for r in ("foreign", "truncated", "foreign_domain")
+        for r in ("foreign", "truncated", "foreign_domain", "unknown_peer")
     }
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.sendto(b"garbage!" * 4, b.address)
-        s.sendto(wire.encode_header(b.domain, 42) + b"\x05\x00\xff\xff", b.address)
+        s.sendto(wire.encode_header(b.domain, a.peer_id) + b"\x05\x00\xff\xff", b.address)
+        s.sendto(wire.encode_header(b.domain, 42) + wire.frame(wire.HEARTBEAT, b""), b.address)
         s.sendto(wire.encode_header(b.domain ^ 1, 42) + wire.frame(wire.BYE, b""), b.address)
     finally:
         s.close()

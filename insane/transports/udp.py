@@ -3,6 +3,12 @@
 Receives are drained in bursts from the event loop's reader callback (one wake-up, many
 datagrams); sends go straight to the socket and queue in user space only when the kernel
 pushes back (EAGAIN/ENOBUFS), to be flushed when the socket is writable again.
+
+The socket asks for ICMP errors (IP_RECVERR): a port unreachable for a destination (nothing
+listens there any more: the peer's process died) is read off the error queue and reported to
+``on_unreachable`` with that destination. `kernel_drops` reads how many datagrams the kernel
+dropped because the receive buffer was full (the socket's drop counter, the one SO_RXQ_OVFL
+reports, read with SO_MEMINFO).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import collections
 import errno
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 
@@ -31,6 +38,12 @@ _BUSY_GAP = 200e-6
 _SPIN_LIMIT = 0.005
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+_IP_RECVERR = 11
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_SO_MEMINFO = 55
+_SK_MEMINFO = struct.Struct("9I")  # ... SK_MEMINFO_DROPS is the ninth
+_EXTENDED_ERR = struct.Struct("IBBBBII")  # struct sock_extended_err
+_SO_EE_ORIGIN_ICMP = 2
 
 
 def _set_buffer(sock: socket.socket, force: int, plain: int, size: int) -> None:
@@ -73,6 +86,8 @@ class UdpTransport(Transport):
         self._backlog_bytes = 0
         self._drained: asyncio.Event | None = None
         self.send_errors = 0
+        #: Called with a destination that answered ICMP port unreachable.
+        self.on_unreachable: Callable[[Address], None] | None = None
 
     @property
     def local_address(self) -> Address:
@@ -100,6 +115,7 @@ class UdpTransport(Transport):
             sock.setblocking(False)
             _set_buffer(sock, _SO_RCVBUFFORCE, socket.SO_RCVBUF, self._rcvbuf)
             _set_buffer(sock, _SO_SNDBUFFORCE, socket.SO_SNDBUF, self._sndbuf)
+            sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
             sock.bind((self._bind, self._port))
         except BaseException:
             sock.close()
@@ -134,7 +150,7 @@ class UdpTransport(Transport):
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
-            pass  # e.g. ICMP port unreachable surfaced as ECONNREFUSED: nothing to read
+            self._read_errors()  # ICMP errors surface as a pending error, details queued
         if batch and self._on_receive is not None:
             self._on_receive(batch)
             until = self.spin_until
@@ -202,7 +218,41 @@ class UdpTransport(Transport):
                     break
                 # Unreachable peer, message too long...: the datagram is lost like on a wire.
                 self.send_errors += 1
+                if exc.errno == errno.ECONNREFUSED:
+                    self._read_errors()
         return len(datagrams)
+
+    def _read_errors(self) -> None:
+        """Read the socket's error queue: report each destination that answered ICMP port
+        unreachable."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(64):
+            try:
+                _d, anc, _f, addr = sock.recvmsg(1, 1024, _MSG_ERRQUEUE)
+            except OSError:
+                return
+            for level, kind, data in anc:
+                if level != socket.IPPROTO_IP or kind != _IP_RECVERR:
+                    continue
+                if len(data) < _EXTENDED_ERR.size:
+                    continue
+                err, origin = _EXTENDED_ERR.unpack_from(data)[:2]
+                refused = err == errno.ECONNREFUSED and origin == _SO_EE_ORIGIN_ICMP
+                if refused and self.on_unreachable is not None and isinstance(addr, tuple):
+                    self.on_unreachable((str(addr[0]), int(addr[1])))
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped for this socket since it opened (receive buffer
+        full): the socket's drop counter."""
+        if self._sock is None:
+            return 0
+        try:
+            raw = self._sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _SK_MEMINFO.size)
+        except OSError:
+            return 0
+        return int(_SK_MEMINFO.unpack(raw)[8]) if len(raw) >= _SK_MEMINFO.size else 0
 
     def _queue(self, data: bytes, addr: Address) -> None:
         if not self._backlog and self._loop is not None and self._sock is not None:
