@@ -147,17 +147,52 @@ class Agent:
             return {}
         return await run()
 
+    async def op_paced_pub(
+        self, subject: str, count: int, rate: float, size: int = 1024
+    ) -> dict[str, Any]:
+        """Publish ``count`` numbered messages of ``size`` bytes at ``rate`` a second, in the
+        background (``stream_pub_result`` waits for the end): what a sensor or a feed does."""
+
+        async def run() -> dict[str, Any]:
+            s = self._s()
+            loop = asyncio.get_running_loop()
+            digest = hashlib.sha256()
+            filler = bytes(size - 4)
+            t0 = loop.time()
+            for i in range(count):
+                data = i.to_bytes(4, "big") + filler
+                digest.update(data)
+                await s.publish(subject, data)
+                ahead = t0 + (i + 1) / rate - loop.time()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            await s.flush()
+            return {"sent": count, "sha": digest.hexdigest(), "seconds": loop.time() - t0}
+
+        self.stream_task = asyncio.ensure_future(run())
+        return {}
+
     async def op_stream_pub_result(self, wait: float = 60.0) -> dict[str, Any]:
         assert self.stream_task is not None
         return await asyncio.wait_for(self.stream_task, wait)
 
     async def op_stream_sub(self, subject: str, id: str, delay: float = 0.0) -> dict[str, Any]:
         """``delay``: seconds of CPU each message costs this consumer (a slow subscriber)."""
-        state = self.streams[id] = {"count": 0, "in_order": True, "digest": hashlib.sha256()}
+        state = self.streams[id] = {
+            "count": 0, "in_order": True, "digest": hashlib.sha256(), "last": 0.0, "max_gap": 0.0,
+            "first_wrong": None, "last_number": -1,
+        }  # fmt: skip
 
         async def cb(msg: insane.Msg) -> None:
-            if int.from_bytes(msg.data[:4], "big") != state["count"]:
+            number = int.from_bytes(msg.data[:4], "big")
+            if number != state["count"] and state["in_order"]:
                 state["in_order"] = False
+                state["first_wrong"] = [state["count"], number]
+            now = time.monotonic()
+            if state["count"]:
+                state["max_gap"] = max(state["max_gap"], now - state["last"])
+            state["last"] = now
+            state["last_number"] = number
             state["digest"].update(msg.data)
             state["count"] += 1
             if delay:
@@ -175,14 +210,16 @@ class Agent:
         return {
             "count": state["count"],
             "in_order": state["in_order"],
+            "first_wrong": state["first_wrong"],
+            "last_number": state["last_number"],
+            "max_gap": state["max_gap"],
             "sha": state["digest"].hexdigest(),
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
-    async def op_request(
-        self, subject: str, data: str = "", timeout: float = 2.0
-    ) -> dict[str, Any]:
-        msg = await self._s().request(subject, data.encode(), timeout=timeout)
+    async def op_request(self, subject: str, data: str = "", wait: float = 2.0) -> dict[str, Any]:
+        """A request, answered within ``wait`` seconds (or TimeoutError)."""
+        msg = await self._s().request(subject, data.encode(), timeout=wait)
         return {"data": msg.data.decode(errors="replace")}
 
     async def op_received(self, id: str, full: bool = False) -> dict[str, Any]:
@@ -198,6 +235,9 @@ class Agent:
 
     async def op_peers(self) -> dict[str, Any]:
         return {"peers": sorted(p.name for p in self._s().peers)}
+
+    async def op_suspects(self) -> dict[str, Any]:
+        return {"suspects": sorted(p.name for p in self._s().suspect_peers)}
 
     async def op_wait_peers(self, names: list[str], timeout: float = 5.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -263,6 +303,10 @@ class Agent:
 
     async def op_errors(self) -> dict[str, Any]:
         return {"errors": self.errors}
+
+    async def op_flush(self) -> dict[str, Any]:
+        await self._s().flush()
+        return {}
 
     async def op_close(self) -> dict[str, Any]:
         if self.session is not None:

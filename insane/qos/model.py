@@ -410,7 +410,7 @@ class ReliabilityConfig(Section):
     retransmit_age: Seconds = 10.0
     nack_delay: Seconds = 0.002
     nack_interval: Seconds = 0.02
-    stall_timeout: Seconds = 1.0
+    stall_timeout: Seconds = 0.5
 
 
 class PermissionRules(Section):
