@@ -46,7 +46,8 @@ class Wire:
             return
         for _ in range(2 if self.rng.random() < self.dup else 1):
             self.n += 1
-            heapq.heappush(self.queue, (now + 0.0005 + self.rng.random() * self.jitter, self.n, item))
+            at = now + 0.0005 + self.rng.random() * self.jitter
+            heapq.heappush(self.queue, (at, self.n, item))
 
     def due(self, now: float) -> list[object]:
         out = []
@@ -311,7 +312,9 @@ def test_loss_is_reported_and_order_kept_whatever_the_schedule(
     check(out, ordered=True, exact=not sched.restarts)
 
 
-def test_the_model_catches_a_receiver_that_mixes_incarnations(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_model_catches_a_receiver_that_mixes_incarnations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The check can fail: a receiver that takes every epoch for the same stream (no
     incarnations) delivers old messages after new ones, or twice."""
     real = ReliableLinks._receive_stream
