@@ -211,6 +211,7 @@ class Session:
         #: Destinations silent for reliability.stall_timeout: their full windows and streams
         #: block no publisher (their streams keep buffering for them) until they are heard.
         self._stalled: set[Address] = set()
+        self._blocked_since: dict[Address, float] = {}
         #: Addresses that answered ICMP port unreachable: when, and the peer made suspect.
         self._unreachable: dict[Address, float] = {}
         #: Peers on this host, from the host registry: their process ids (a gone process is
@@ -1024,14 +1025,29 @@ class Session:
             self._room.set()
 
     def _update_stalled(self, now: float) -> None:
-        """The destinations silent for ``reliability.stall_timeout`` (a frozen or killed
-        process, a partition; a live one, however slow, acknowledges or at least sends
-        heartbeats): they stop blocking publishers until they are heard again."""
+        """The destinations that have blocked publishers (a full window or a full stream) for
+        ``reliability.stall_timeout`` while silent for as long (a frozen or killed process, a
+        partition; a live one, however slow, acknowledges or at least sends heartbeats): they
+        stop blocking publishers until they are heard again."""
         stall = self.config.reliability.stall_timeout
+        peers = self._discovery.peers
         heard: dict[Address, float] = {}
-        for p in self._discovery.peers.values():
+        for p in peers.values():
             heard[p.addr] = max(heard.get(p.addr, 0.0), p.last_seen)
-        self._stalled = {a for a, t in heard.items() if now - t >= stall}
+        blocked = {a for a, f in self._flows.items() if f.blocked}
+        blocked.update(
+            p.addr
+            for (peer_id, _kind), s in self._links.tx.items()
+            if s.full and (p := peers.get(peer_id)) is not None
+        )
+        since = self._blocked_since
+        for addr in [a for a in since if a not in blocked]:
+            del since[addr]
+        for addr in blocked:
+            since.setdefault(addr, now)
+        self._stalled = {
+            a for a, t in since.items() if now - t >= stall and now - heard.get(a, 0.0) >= stall
+        }
 
     async def _wait_for_room(self) -> None:
         """Wait while a destination's window is full or the kernel pushes back.
