@@ -73,7 +73,7 @@ extensions = [
         "insane._speedups",
         sources=["insane/_speedups.c"],
         extra_compile_args=["-O2"],
-        optional=True,  # without a compiler, insane.speedups falls back to Python
+        optional=True,  # without a compiler, insane.protocol.speedups falls back to Python
     )
 ]
 if have_xdp_headers():

@@ -22,9 +22,9 @@ import resource
 import sys
 import time
 
-from insane import speedups
-from insane.protocol import wire
+from insane.protocol import speedups, wire
 from insane.protocol.security import Keyring, Opener, Sealer
+from insane.protocol.validate import decode_body
 
 KEY = b"k" * 32
 
@@ -105,7 +105,7 @@ def consume(data: bytes, opener: Opener) -> None:
         start, pos = pos + wire.FRAME_HEADER_SIZE, pos + wire.FRAME_HEADER_SIZE + length
         if pos > len(data):
             raise wire.WireError("truncated")
-        wire.decode_body(ftype, data, start, pos)
+        decode_body(ftype, data, start, pos)
 
 
 def main(argv: list[str] | None = None) -> int:

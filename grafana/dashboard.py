@@ -1,7 +1,7 @@
 """The INSANE Grafana dashboard as code: writes grafana/provisioning/dashboards/insane/insane.json.
 
 The dashboard is built with grafana-foundation-sdk (the ``dashboards`` extra) from the metrics
-of insane/metrics.py and prometheus_client's process_* metrics. After changing this file, run
+of insane/ops/metrics.py and prometheus_client's process_* metrics. After changing this file, run
 ``python grafana/dashboard.py`` and commit the JSON it writes; ``python grafana/dashboard.py
 --check`` exits 1 when the checked-in JSON is stale (tests/test_dashboard.py checks the same).
 :func:`queries` lists every panel's PromQL with the template variables replaced, so that the

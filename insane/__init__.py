@@ -21,7 +21,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from insane.version import __version__
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -30,23 +30,23 @@ _LAZY = {
     "Config": "insane.qos",
     "ConfigError": "insane.qos",
     "load_config": "insane.qos",
-    "Msg": "insane.message",
-    "Session": "insane.session",
-    "connect": "insane.session",
+    "Msg": "insane.api.message",
+    "Session": "insane.api.session",
+    "connect": "insane.api.session",
     "SubjectError": "insane.subjects",
     "matches": "insane.subjects",
     "validate_pattern": "insane.subjects",
     "validate_subject": "insane.subjects",
-    "Subscription": "insane.subscription",
+    "Subscription": "insane.api.subscription",
 }
 
 if TYPE_CHECKING:
     from insane import errors
-    from insane.message import Msg
+    from insane.api.message import Msg
+    from insane.api.session import Session, connect
+    from insane.api.subscription import Subscription
     from insane.qos import Config, ConfigError, load_config
-    from insane.session import Session, connect
     from insane.subjects import SubjectError, matches, validate_pattern, validate_subject
-    from insane.subscription import Subscription
 
 __all__ = [
     "Config",
@@ -55,6 +55,7 @@ __all__ = [
     "Session",
     "SubjectError",
     "Subscription",
+    "__version__",
     "connect",
     "errors",
     "load_config",

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import insane
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 
 
 def stream_size(i: int) -> int:

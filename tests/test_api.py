@@ -177,7 +177,7 @@ async def test_malformed_datagrams_are_counted_and_dropped(
 ) -> None:
     import socket
 
-    from insane.metrics import STORE
+    from insane.ops.metrics import STORE
     from insane.protocol import wire
 
     a, b = pair

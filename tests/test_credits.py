@@ -1,4 +1,4 @@
-"""Receive credits (insane/protocol/credits.py): never more messages than posted buffers, and
+"""Receive credits (insane/transports/rdma/credits.py): never more messages than posted buffers, and
 no deadlock, over random interleavings of two sides that send, receive and repost."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from insane.protocol.credits import MIN_DEPTH, RESERVE, Credits, default_batch
+from insane.transports.rdma.credits import MIN_DEPTH, RESERVE, Credits, default_batch
 
 
 @dataclass

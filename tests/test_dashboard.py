@@ -16,7 +16,7 @@ import yaml
 GRAFANA = Path(__file__).resolve().parent.parent / "grafana"
 PROVISIONING = GRAFANA / "provisioning"
 
-#: The exposed names of insane/metrics.py's catalogue, and prometheus_client's process_*.
+#: The exposed names of insane/ops/metrics.py's catalogue, and prometheus_client's process_*.
 METRICS = {
     "insane_messages_sent_total",
     "insane_messages_received_total",

@@ -1,10 +1,10 @@
-"""One loop timer serving many timeouts (insane/deadlines.py)."""
+"""One loop timer serving many timeouts (insane/api/deadlines.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from insane.deadlines import Deadlines
+from insane.api.deadlines import Deadlines
 
 
 async def test_expired_futures_get_none_and_finished_ones_are_left_alone() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from insane.discovery import (
+from insane.control.discovery import (
     ADMIT_BURST,
     Discovery,
     InterestChanged,

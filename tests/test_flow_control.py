@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 from insane.protocol import wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import DATAGRAM_OVERHEAD, MIN_WINDOW, FlowIn, FlowOut
@@ -86,7 +86,7 @@ _SUBSCRIBER = textwrap.dedent(
     """
     import asyncio, hashlib, json, sys, time
     import insane
-    from insane.metrics import STORE
+    from insane.ops.metrics import STORE
 
     async def main(domain, count):
         s = await insane.connect({"domain": domain}, name="slow-sub")
@@ -125,7 +125,7 @@ _PUBLISHER = textwrap.dedent(
     """
     import asyncio, hashlib, json, sys
     import insane
-    from insane.metrics import STORE
+    from insane.ops.metrics import STORE
 
     async def main(domain, count):
         s = await insane.connect({"domain": domain}, name="fast-pub")

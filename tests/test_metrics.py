@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 import insane
-from insane import metrics_http
-from insane.metrics import CATALOGUE, DROP_REASONS, RTT_BUCKETS, STORE, Histogram, peer_label
+from insane.ops import metrics_http
+from insane.ops.metrics import CATALOGUE, DROP_REASONS, RTT_BUCKETS, STORE, Histogram, peer_label
+from insane.ops.top import quantile
 from insane.qos import ConfigError
-from insane.top import quantile
 
 REPO = Path(__file__).resolve().parent.parent
 

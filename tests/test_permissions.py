@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import insane
-from insane.metrics import STORE
-from insane.permissions import Permissions, Rules, covers
+from insane.ops.metrics import STORE
+from insane.protocol.permissions import Permissions, Rules, covers
 
 
 def test_patterns_cover_what_they_match() -> None:

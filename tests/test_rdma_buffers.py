@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from insane.transports.rdma_buffers import SlotPool
+from insane.transports.rdma.buffers import SlotPool
 
 
 def test_take_until_empty_then_give_back() -> None:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import insane
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 from insane.transports.registry import probe
 
 

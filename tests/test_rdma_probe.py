@@ -11,8 +11,8 @@ import pytest
 
 from insane.cli.doctor import doctor_report, format_doctor
 from insane.qos import load_config
-from insane.transports import rdma_verbs
-from insane.transports.rdma_verbs import GidEntry, choose_gid, gid_text, parse_gid
+from insane.transports.rdma import verbs as rdma_verbs
+from insane.transports.rdma.verbs import GidEntry, choose_gid, gid_text, parse_gid
 from insane.transports.registry import probe
 
 LINK_LOCAL = "fe80:0000:0000:0000:5054:00ff:fe12:3456"

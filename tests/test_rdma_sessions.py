@@ -17,9 +17,10 @@ from verbs_sim import Fabric
 
 import insane
 from insane import errors
-from insane.metrics import STORE
-from insane.transports import rdma_verbs, registry
+from insane.ops.metrics import STORE
 from insane.transports.base import TransportCapability
+from insane.transports import registry
+from insane.transports.rdma import verbs as rdma_verbs
 
 CHANNELS = {
     "orders.>": {"qos": ["fast", "reliable", "ordered"]},

@@ -1,4 +1,4 @@
-"""RDMA connection set-up over the control plane (insane/protocol/rdma_setup.py): the codec,
+"""RDMA connection set-up over the control plane (insane/control/rdma_setup.py): the codec,
 and the exchange under loss, duplication, reordering, simultaneous offers and refusals."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from insane.protocol import rdma_setup, wire
-from insane.protocol.rdma_setup import (
+from insane.control import rdma_setup
+from insane.control.rdma_setup import (
     ANSWER,
     REFUSE,
     Connect,
@@ -20,6 +20,8 @@ from insane.protocol.rdma_setup import (
     PeerReady,
     RdmaSetup,
 )
+from insane.protocol import wire
+from insane.protocol.validate import decode_body
 
 A_ID, B_ID = 0xA, 0xB
 A_ADDR, B_ADDR = ("10.0.0.1", 5000), ("10.0.0.2", 5000)
@@ -60,7 +62,7 @@ def test_round_trip(e: Endpoint, flags: int, to: int) -> None:
     body = rdma_setup.encode(flags, to, e)
     assert len(body) == rdma_setup.BODY_SIZE
     assert rdma_setup.decode(body) == (flags, to, e, "")
-    wire.decode_body(wire.RDMA_SETUP, body, 0, len(body))  # the generic decoder knows it
+    decode_body(wire.RDMA_SETUP, body, 0, len(body))  # the generic decoder knows it
 
 
 def test_refuse_carries_a_reason_and_no_endpoint() -> None:

@@ -1,4 +1,4 @@
-"""The RDMA transport on its own (insane/transports/rdma.py), two of them on a simulated fabric
+"""The RDMA transport on its own (insane/transports/rdma/transport.py), two of them on a simulated fabric
 (tests/verbs_sim.py): credits with the fewest buffers allowed, the readiness rule, the peer's
 buffer size, bad messages, and what a dropped connection gives back."""
 
@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 import pytest
 from verbs_sim import Fabric
 
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 from insane.transports.base import Address, Datagram, ReceiveCallback, Transport
-from insane.transports.rdma import HEADER_SIZE, RdmaTransport
+from insane.transports.rdma.transport import HEADER_SIZE, RdmaTransport
 
 A, B = ("10.0.0.1", 4000), ("10.0.0.2", 4000)
 
@@ -189,7 +189,7 @@ async def test_a_broken_connection_is_reported_once(fabric: Fabric) -> None:
 async def test_connections_beyond_what_the_completion_queue_holds_are_refused(
     fabric: Fabric, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from insane.transports import rdma
+    from insane.transports.rdma import transport as rdma
 
     monkeypatch.setattr(rdma, "MAX_CONNECTIONS", 2)
     a = Side(fabric, A)

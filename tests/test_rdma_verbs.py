@@ -10,9 +10,9 @@ import ipaddress
 import pytest
 from netns import strict_skip
 
-from insane.protocol.rdma_setup import Endpoint
-from insane.transports import rdma_verbs
-from insane.transports.rdma_verbs import SEND_FLAG, gid_text
+from insane.control.rdma_setup import Endpoint
+from insane.transports.rdma import verbs as rdma_verbs
+from insane.transports.rdma.verbs import SEND_FLAG, gid_text
 
 try:
     import pyverbs.enums as e

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import insane
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 
 
 def make_lossy(

@@ -1,4 +1,4 @@
-"""A session's reliable streams (insane/reliable_links.py) as two sides exchange them: real
+"""A session's reliable streams (insane/protocol/reliable_links.py) as two sides exchange them: real
 datagrams built by OutQueue, SEQ/ACK/NACK/TAIL/GAP frames through a network that loses,
 duplicates and reorders, with schedules of silence (partitions longer than the peer timeout),
 freezes (a receiver stopped, its socket buffer filling, then resumed) and stream restarts (a
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from insane.protocol import wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.reliability import ORDERED, UNORDERED
+from insane.protocol.reliable_links import LostData, ReliableLinks, StaleStream
 from insane.qos.model import ReliabilityConfig
-from insane.reliable_links import LostData, ReliableLinks, StaleStream
 
 PUB, SUB = 1, 2
 SUBJECT = b"s"

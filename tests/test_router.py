@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from insane.protocol.router import LocalSub, Router
 from insane.protocol.wire import InterestEntry
-from insane.router import LocalSub, Router
 
 
 def sub(sid: int, pattern: str, queue: str = "", sink: list[object] | None = None) -> LocalSub:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import insane
-from insane.keys import load_keyring
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 from insane.qos import load_config
 from insane.qos.config import ConfigError
+from insane.qos.keys import load_keyring
 
 
 def key_file(tmp_path: Path, name: str = "key", size: int = 32) -> str:

@@ -1,5 +1,5 @@
 """The native fast paths (insane/_speedups.c) give exactly what their Python reference versions
-(insane/speedups.py) give, on well-formed, random and hostile datagrams."""
+(insane/protocol/speedups.py) give, on well-formed, random and hostile datagrams."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from netns import strict_skip
 
-from insane import speedups
-from insane.protocol import wire
+from insane.protocol import speedups, wire
 
 try:
     from insane import _speedups as native  # type: ignore[attr-defined]
@@ -170,7 +169,7 @@ def test_msg_base_holds_the_fields_and_defaults() -> None:
 
 
 def test_run_plain_delivers_reports_and_stops_alike() -> None:
-    from insane.message import Msg
+    from insane.api.message import Msg
 
     for run in (speedups.py_run_plain, native.run_plain):
         seen: list[tuple[str, bytes, int]] = []

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 import insane
-from insane.discovery import ADMIT_BURST, ADMIT_RATE
-from insane.metrics import STORE
+from insane.control.discovery import ADMIT_BURST, ADMIT_RATE
+from insane.ops.metrics import STORE
 from insane.protocol import wire
 from insane.protocol.wire import InterestEntry
 

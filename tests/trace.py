@@ -188,7 +188,7 @@ def deterministic(network: MemoryNetwork) -> Iterator[None]:
     secrets = random.Random(7)
     patch(os, "urandom", lambda n: secrets.randbytes(n))
     patch(socket, "gethostname", lambda: "trace-host")
-    for module, attr in (("insane.session", "UdpTransport"), ("insane.driver", "UdpTransport")):
+    for module, attr in (("insane.api.session", "UdpTransport"), ("insane.driver", "UdpTransport")):
         try:
             patch(importlib.import_module(module), attr, MemoryTransport)
         except (ImportError, AttributeError):

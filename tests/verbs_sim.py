@@ -1,8 +1,8 @@
 """A simulated RDMA fabric for the tests that have no RDMA hardware (none of our machines has
 any: their kernel has no RDMA subsystem).
 
-It implements what insane/transports/rdma.py asks of a device (the `Device`, `QueuePair` and
-`Region` protocols of insane/transports/rdma_verbs.py) with the semantics of a reliable
+It implements what insane/transports/rdma/transport.py asks of a device (the `Device`, `QueuePair` and
+`Region` protocols of insane/transports/rdma/verbs.py) with the semantics of a reliable
 connection (RC) that the transport relies on, and it records every way the transport could
 misuse one, so that tests can assert it never does:
 
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from insane.protocol.rdma_setup import Endpoint
-from insane.transports.rdma_verbs import Completion
+from insane.control.rdma_setup import Endpoint
+from insane.transports.rdma.verbs import Completion
 
 
 @dataclass

@@ -70,7 +70,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from insane import top
+    from insane.ops import top
     from insane.qos import load_config
 
     width = shutil.get_terminal_size((80, 24)).columns
@@ -148,7 +148,7 @@ def _failure(exc: BaseException) -> tuple[int, str] | None:
     """The exit status and line for an ordinary failure; None for a bug."""
     from insane import errors
     from insane.cli.templates import TemplateError
-    from insane.metrics_http import MetricsPortError
+    from insane.ops.metrics_http import MetricsPortError
     from insane.qos import ConfigError
     from insane.subjects import SubjectError
 

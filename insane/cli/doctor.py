@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from insane.keys import load_identities, load_keyring
 from insane.qos import Config, ConfigError
+from insane.qos.keys import load_identities, load_keyring
 from insane.transports.registry import probe_all
 
 

@@ -27,8 +27,8 @@ from insane.cli import CommandError
 from insane.cli.templates import check, render
 
 if TYPE_CHECKING:
-    from insane.message import Msg
-    from insane.session import Session
+    from insane.api.message import Msg
+    from insane.api.session import Session
 
 #: The nats CLI's queue group for ``reply``: several repliers share the requests.
 REPLY_QUEUE = "NATS-RPLY-22"

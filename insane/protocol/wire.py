@@ -551,7 +551,7 @@ def count_messages(datagram: bytes | memoryview) -> int:
     return n
 
 
-def _seq_body(body: memoryview | bytes) -> None:
+def check_seq_body(body: memoryview | bytes) -> None:
     """Check a SEQ frame's body on its own (the datagram length it declares is checked where
     the frame opens a datagram: `read_seq`)."""
     if len(body) != _SEQ_BODY:
@@ -559,42 +559,3 @@ def _seq_body(body: memoryview | bytes) -> None:
     _kind, epoch, seq, _total = struct.unpack("!BIQI", body)
     if seq == 0 or epoch == 0:
         raise WireError("malformed", "seq frame")
-
-
-# ---------------------------------------------------------------------------------------------
-# Any frame
-
-
-def decode_body(ftype: int, data: bytes, start: int, end: int) -> None:
-    """Decode the body ``data[start:end]`` of a frame of type ``ftype`` and throw the result
-    away: raises :class:`WireError` if it is malformed (for validation and fuzzing)."""
-    body = memoryview(data)[start:end]
-    head = start - FRAME_HEADER_SIZE
-    if ftype == MSG:
-        decode_msg(data, start, end)
-    elif ftype == FRAG:
-        decode_frag(body)
-    elif ftype == HEARTBEAT:
-        decode_heartbeat(body)
-    elif ftype == ANNOUNCE:
-        decode_announce(body)
-    elif ftype == INTEREST:
-        decode_interest(body)
-    elif ftype == INTEREST_ACK:
-        decode_u32(body)
-    elif ftype == WINDOW:
-        decode_window(body)
-    elif ftype in (ACK, TAIL):
-        decode_stream_number(body)
-    elif ftype == NACK:
-        decode_nack(body)
-    elif ftype == GAP:
-        decode_gap(body)
-    elif ftype == POSITION:
-        read_position(data, head)
-    elif ftype == SEQ:
-        _seq_body(body)
-    elif ftype == RDMA_SETUP:
-        from insane.protocol import rdma_setup
-
-        rdma_setup.decode(body)

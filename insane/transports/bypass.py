@@ -16,7 +16,7 @@ import collections
 import contextlib
 from collections.abc import Callable, Sequence
 
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 from insane.transports import frames
 from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, spin_datapath
 

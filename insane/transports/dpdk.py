@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from insane.cleanup import at_exit
-from insane.host_registry import process_alive
+from insane.ops.process import at_exit, process_alive
 from insane.transports import frames
 from insane.transports.base import Address, ReceiveCallback, Transport
 from insane.transports.bypass import BypassTransport

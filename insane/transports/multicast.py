@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from insane.netif import Interface
 from insane.transports.base import Address, ReceiveCallback
+from insane.transports.netif import Interface
 
 
 class MulticastListener:

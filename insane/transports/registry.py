@@ -32,7 +32,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "udp": "insane.transports.udp:UdpTransport",
     "xdp": "insane.transports.xdp:XdpTransport",
     "dpdk": "insane.transports.dpdk:DpdkTransport",
-    "rdma": "insane.transports.rdma:RdmaTransport",
+    "rdma": "insane.transports.rdma.transport:RdmaTransport",
 }
 
 _CAP_NET_ADMIN, _CAP_NET_RAW, _CAP_IPC_LOCK, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE, _CAP_BPF = (
@@ -263,7 +263,7 @@ def _dpdk_runtime_checks(config: Config, checks: Checks) -> list[str]:
 def _probe_rdma(config: Config) -> TransportCapability:
     """pyverbs, then the device, its port and a GID, as sysfs shows them (cheap: no device is
     opened; the session opens it with pyverbs when it starts)."""
-    from insane.transports import rdma_verbs
+    from insane.transports.rdma import verbs as rdma_verbs
 
     cfg = config.transports.rdma
     root = rdma_verbs.SYSFS

@@ -21,8 +21,8 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
-from insane.netif import path_mtu, resolve_bind
 from insane.transports.base import Address, Datagram, ReceiveCallback, Transport, busy_poll
+from insane.transports.netif import path_mtu, resolve_bind
 
 _IP_UDP_HEADERS = 28
 _MAX_UDP_PAYLOAD = 65507

@@ -47,14 +47,14 @@ from urllib.parse import ParseResult, urlparse
 
 import insane
 from insane import errors
-from insane.message import Msg
-from insane.subscription import (
+from insane.api.message import Msg
+from insane.api.subscription import (
     DEFAULT_PENDING_BYTES_LIMIT as DEFAULT_SUB_PENDING_BYTES_LIMIT,
 )
-from insane.subscription import (
+from insane.api.subscription import (
     DEFAULT_PENDING_MSGS_LIMIT as DEFAULT_SUB_PENDING_MSGS_LIMIT,
 )
-from insane.subscription import Subscription
+from insane.api.subscription import Subscription
 
 __all__ = [
     "DEFAULT_SUB_PENDING_BYTES_LIMIT",
@@ -482,7 +482,7 @@ class Client:
     def stats(self) -> dict[str, int]:
         """nats-py's counters, read from INSANE's metrics: process-wide, network traffic only
         (messages delivered inside a session are not counted), one message per destination."""
-        from insane.metrics import STORE
+        from insane.ops.metrics import STORE
 
         return {
             "in_msgs": int(STORE.total("insane_messages_received")),

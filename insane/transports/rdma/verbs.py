@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from insane.protocol.rdma_setup import Endpoint
+from insane.transports.rdma.endpoint import Endpoint
 
 SYSFS = Path("/sys/class/infiniband")
 #: wr_id bit that marks a send (the rest: the slot and its generation).

@@ -1,4 +1,8 @@
-"""What must be undone when the process ends, however it ends short of SIGKILL.
+"""What a process does at its end, and whether another one lives.
+
+`process_alive(pid)` says whether a process exists (ours or another user's).
+
+What must be undone when the process ends, however it ends short of SIGKILL:
 
 `at_exit(action)` runs ``action`` at normal exit (atexit), and on SIGTERM, the signal systemd,
 Docker and Kubernetes send, when the application has left that signal at its default: the
@@ -20,6 +24,17 @@ from types import FrameType
 _actions: list[Callable[[], None]] = []
 #: Reentrant: the SIGTERM handler runs on the main thread, perhaps inside `at_exit` itself.
 _lock = threading.RLock()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def at_exit(action: Callable[[], None]) -> None:

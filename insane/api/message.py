@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NoReturn
 
 from insane import errors
-from insane.speedups import MsgBase
+from insane.protocol.speedups import MsgBase
 
 if TYPE_CHECKING:
     pass
@@ -22,8 +22,9 @@ class Msg(MsgBase):
     """A received message: ``subject``, ``data``, ``reply``, ``headers``, ``sid``;
     ``respond()`` replies.  ``Msg(subject, data, reply="", headers=None, sid=0, session=None)``.
 
-    The fields live in :class:`insane.speedups.MsgBase` (a C struct when the native fast paths
-    are built, so that the receive path creates messages without running Python code).
+    The fields live in :class:`insane.protocol.speedups.MsgBase` (a C struct when the native
+    fast paths are built, so that the receive path creates messages without running Python
+    code).
     """
 
     __slots__ = ()

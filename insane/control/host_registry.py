@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from insane.ops.process import process_alive
 from insane.transports.base import Address
 
 
@@ -25,17 +26,6 @@ def _netns_id() -> str:
 def registry_dir(domain: int) -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"insane-{os.getuid()}" / f"net{_netns_id()}-d{domain}"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (ours or another user's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class HostRegistry:

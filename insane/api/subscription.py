@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from typing import TYPE_CHECKING, Any
 
 from insane import errors
-from insane.message import Msg
-from insane.speedups import run_callback, run_plain
+from insane.api.message import Msg
+from insane.protocol.speedups import run_callback, run_plain
 
 if TYPE_CHECKING:
-    from insane.session import Session
+    from insane.api.session import Session
 
 Callback = Callable[[Msg], Awaitable[None] | None]
 

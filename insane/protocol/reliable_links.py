@@ -17,11 +17,24 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import Protocol
 
-from insane.metrics import STORE
+from insane.ops.metrics import STORE
 from insane.protocol import wire
 from insane.protocol.reliability import ORDERED, UNORDERED, Gap, ReceiveStream, SendStream
-from insane.qos.model import ChannelQoS, ReliabilityConfig
+
+
+class StreamSettings(Protocol):
+    """What the streams need of the configuration (``reliability:`` in the YAML)."""
+
+    @property
+    def retransmit_bytes(self) -> int: ...
+    @property
+    def retransmit_age(self) -> float: ...
+    @property
+    def nack_delay(self) -> float: ...
+    @property
+    def nack_interval(self) -> float: ...
 
 #: A receiver acknowledges on its own (without a TAIL asking) after this many datagrams.
 _ACK_EVERY = 64
@@ -57,13 +70,6 @@ def _check_kind(kind: int) -> None:
         raise wire.WireError("malformed", f"stream kind {kind}")
 
 
-def stream_kind(qos: ChannelQoS) -> int:
-    """The stream a channel's messages travel on: 0 (none: best effort), or a reliable kind."""
-    if qos.reliability != "reliable":
-        return 0
-    return ORDERED if qos.ordering == "ordered" else UNORDERED
-
-
 @dataclass(frozen=True, slots=True)
 class LostData:
     """Datagrams of a peer's stream that will never arrive (reported to ``error_cb``)."""
@@ -83,7 +89,7 @@ class StaleStream(wire.WireError):
 
 
 class ReliableLinks:
-    def __init__(self, config: ReliabilityConfig, transport: str = "udp") -> None:
+    def __init__(self, config: StreamSettings, transport: str = "udp") -> None:
         self.config = config
         self.tx: dict[tuple[int, int], SendStream] = {}
         self.rx: dict[tuple[int, int], ReceiveStream] = {}

@@ -17,7 +17,7 @@ The exchange is symmetric, so both sides may start it at once (as both do when t
   answers): event `PeerReady`, once. Until then nothing may be sent on the connection, since
   a message reaching a queue pair that is not ready is dropped and only resent by the adapter
   after its ACK timeout (tens of milliseconds). A side that connected on an OFFER learns the
-  same from the first message that comes over the connection (transports/rdma.py).
+  same from the first message that comes over the connection (transports/rdma/transport.py).
 - A REFUSE says why the peer cannot (no device, out of resources...), or why it gave up (no
   answer in time, its queue pair broke): event `Failed`. A failed link stays failed.
 
@@ -29,80 +29,18 @@ is ignored. The body (docs/wire-format.md):
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from insane.protocol import wire
-from insane.protocol.credits import MIN_DEPTH
+from insane.protocol.rdma_frames import ANSWER, BODY_SIZE, MAX_REASON, REFUSE, decode, encode
 from insane.transports.base import Address
+from insane.transports.rdma.endpoint import MAX_BUFFER, MIN_BUFFER, MTUS, Endpoint
 
-ANSWER = 0x01
-REFUSE = 0x02
-_BODY = struct.Struct("!BQIIHH16sHI")
-BODY_SIZE = _BODY.size
-MTUS = (256, 512, 1024, 2048, 4096)
-MAX_REASON = 256
-#: Receive buffers hold at least a datagram header and a frame.
-MIN_BUFFER = 64
-MAX_BUFFER = 1 << 24
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One side of a reliable connection, as the other side needs it."""
-
-    qpn: int
-    psn: int
-    lid: int
-    gid: bytes
-    mtu: int
-    #: Receive buffers posted for the peer (its first credits) and the bytes each holds.
-    credits: int
-    buffer: int
-
-    def __post_init__(self) -> None:
-        if not 0 < self.qpn < 1 << 24 or not 0 <= self.psn < 1 << 24:
-            raise ValueError("qpn and psn are 24-bit numbers (qpn not 0)")
-        if len(self.gid) != 16 or not 0 <= self.lid < 1 << 16:
-            raise ValueError("a gid is 16 bytes, a lid 16 bits")
-        if self.mtu not in MTUS:
-            raise ValueError(f"mtu must be one of {MTUS}")
-        if not MIN_DEPTH <= self.credits < 1 << 16:
-            raise ValueError(f"credits must be {MIN_DEPTH}..65535")
-        if not MIN_BUFFER <= self.buffer <= MAX_BUFFER:
-            raise ValueError(f"buffer must be {MIN_BUFFER}..{MAX_BUFFER} bytes")
-
-
-def encode(flags: int, to: int, ep: Endpoint | None, reason: str = "") -> bytes:
-    """An RDMA_SETUP body; a REFUSE carries no endpoint (zeros) and a reason."""
-    if ep is None:
-        head = _BODY.pack(flags, to, 0, 0, 0, 0, bytes(16), 0, 0)
-    else:
-        head = _BODY.pack(flags, to, ep.qpn, ep.psn, ep.lid, ep.mtu, ep.gid, ep.credits, ep.buffer)
-    return head + reason.encode()[:MAX_REASON]
-
-
-def decode(body: memoryview | bytes) -> tuple[int, int, Endpoint | None, str]:
-    """(flags, to, endpoint or None for a REFUSE, reason); WireError when malformed."""
-    if len(body) < BODY_SIZE:
-        raise wire.WireError("truncated", "rdma setup")
-    flags, to, qpn, psn, lid, mtu, gid, credits, buffer = _BODY.unpack_from(body)
-    if flags & ~(ANSWER | REFUSE):
-        raise wire.WireError("malformed", f"rdma setup flags {flags:#x}")
-    rest = bytes(body[BODY_SIZE:])
-    if len(rest) > MAX_REASON:
-        raise wire.WireError("malformed", "rdma setup reason too long")
-    reason = rest.decode(errors="replace")
-    if flags & REFUSE:
-        return flags, to, None, reason
-    if rest:
-        raise wire.WireError("malformed", "rdma setup: trailing bytes")
-    try:
-        ep = Endpoint(qpn, psn, lid, gid, mtu, credits, buffer)
-    except ValueError as exc:
-        raise wire.WireError("malformed", f"rdma setup: {exc}") from None
-    return flags, to, ep, reason
-
+__all__ = [
+    "ANSWER", "BODY_SIZE", "MAX_BUFFER", "MAX_REASON", "MIN_BUFFER", "MTUS", "REFUSE",
+    "Connect", "Endpoint", "EndpointWanted", "Failed", "PeerReady", "RdmaSetup", "decode",
+    "encode",
+]  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
 # Events for the caller

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from insane.permissions import Permissions, Rules
+from insane.protocol.permissions import Permissions, Rules
 from insane.protocol.security import MIN_KEY_BYTES, Keyring, key_id
 from insane.qos import Config
 from insane.qos.config import ConfigError

@@ -5,7 +5,7 @@ of ``port .. port + port_span - 1`` (9464-9479 by default), so one Prometheus sc
 covers them all. With ``targets_dir`` set, each process also writes a Prometheus file-based
 service discovery file there (``insane-<pid>.json``), labelled with the names of the process's
 open sessions (``service``) and its pid (``insane_pid``), so that Prometheus and Grafana tell
-services apart by name; it is removed at exit and on SIGTERM (`insane.cleanup`), and files of
+services apart by name; it is removed at exit and on SIGTERM (`insane.ops.process`), and files of
 processes that are gone (killed) are pruned by the next process that writes one.
 """
 
@@ -22,10 +22,9 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from insane.cleanup import at_exit
-from insane.host_registry import process_alive
+from insane.ops.process import at_exit, process_alive
 
-log = logging.getLogger("insane.metrics")
+log = logging.getLogger("insane.ops.metrics")
 
 
 class MetricsPortError(OSError):
@@ -38,7 +37,7 @@ class MetricsPortError(OSError):
 _servers: dict[tuple[str, int], Any] = {}  # (bind, port) -> the running server
 #: This process's target files -> (address, the names of the sessions that announced it).
 _targets: dict[Path, tuple[str, list[str]]] = {}
-#: Reentrant: the SIGTERM cleanup (insane.cleanup) may run while the main thread holds it.
+#: Reentrant: the SIGTERM cleanup (insane.ops.process) may run while the main thread holds it.
 _lock = threading.RLock()
 
 

@@ -1,5 +1,5 @@
 """RDMA transport: datagrams as SEND/RECV messages on one reliable connection (an RC queue
-pair) per peer, through pyverbs (insane/transports/rdma_verbs.py).
+pair) per peer, through pyverbs (insane/transports/rdma/verbs.py).
 
 The wire is RDMA's own: the session's datagrams, whole, each in one SEND, behind a 4-byte
 header (``returned:u16 flags:u8 0:u8``, see docs/wire-format.md). The network adapter
@@ -9,7 +9,7 @@ like on every transport.
 
 - Receive buffers: each connection has its own registered region of ``recv_depth`` slots,
   all posted before the connection is made and posted again as soon as a message has been
-  copied out. Their number is the peer's first credit (protocol/credits.py); credits come
+  copied out. Their number is the peer's first credit (transports/rdma/credits.py); credits come
   back in the header of every message, or in an update of their own.
 - Send buffers: one registered region of ``send_depth`` slots for every connection; a slot is
   free again when its send completes. What cannot go yet (no credit, no free slot, or the
@@ -18,7 +18,7 @@ like on every transport.
 - Completions: one completion queue. ``consumption: low`` sleeps on its completion channel
   (the event loop watches its file descriptor); ``poll`` also busy-polls it, with the kernel
   socket, after a delivery, as the other kernel-bypass transports do.
-- Connections are made and broken by the session's RdmaLinks (insane/rdma_links.py), which
+- Connections are made and broken by the session's RdmaLinks (insane/control/rdma_links.py), which
   exchanges the queue pairs' numbers over the control plane: `prepare`, `connect`, `drop`.
   A failed completion breaks its connection: `on_failure` says so, and what had not been
   handed to the adapter is given back for the session to send another way.
@@ -33,10 +33,7 @@ import random
 import struct
 from collections.abc import Callable, Sequence
 
-from insane.metrics import STORE
-from insane.protocol.credits import Credits
-from insane.protocol.rdma_setup import MAX_BUFFER, Endpoint
-from insane.transports import rdma_verbs
+from insane.ops.metrics import STORE
 from insane.transports.base import (
     Address,
     Datagram,
@@ -44,8 +41,11 @@ from insane.transports.base import (
     Transport,
     spin_datapath,
 )
-from insane.transports.rdma_buffers import SlotPool
-from insane.transports.rdma_verbs import SEND_FLAG, Device, QueuePair, Region
+from insane.transports.rdma import verbs as rdma_verbs
+from insane.transports.rdma.buffers import SlotPool
+from insane.transports.rdma.credits import Credits
+from insane.transports.rdma.endpoint import MAX_BUFFER, Endpoint
+from insane.transports.rdma.verbs import SEND_FLAG, Device, QueuePair, Region
 
 log = logging.getLogger("insane.rdma")
 

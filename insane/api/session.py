@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from insane import errors, metrics, metrics_http
-from insane.deadlines import Deadlines
-from insane.discovery import (
+from insane import errors
+from insane.api.deadlines import Deadlines
+from insane.api.message import Msg, clean_headers
+from insane.api.subscription import Callback, Subscription
+from insane.control.discovery import (
     Discovery,
     InterestChanged,
     Peer,
@@ -36,31 +38,31 @@ from insane.discovery import (
     PeerUp,
     RttMeasured,
 )
-from insane.host_registry import HostRegistry, process_alive
-from insane.keys import load_identities, load_keyring
-from insane.message import Msg, clean_headers
-from insane.metrics import STORE, Cell
-from insane.netif import multicast_interfaces
-from insane.permissions import Permissions
-from insane.protocol import rdma_setup, security, wire
+from insane.control.host_registry import HostRegistry
+from insane.control.rdma_links import LinkFailed, RdmaLinks
+from insane.ops import metrics, metrics_http
+from insane.ops.metrics import STORE, Cell
+from insane.ops.process import process_alive
+from insane.protocol import rdma_frames, security, speedups, wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import ACK_NOW, DEFAULT_WINDOW, FlowIn, FlowOut
 from insane.protocol.fragments import Fragmenter, Reassembler
-from insane.qos import Config, load_config
-from insane.qos.model import ChannelQoS
-from insane.qos.policy import choose_route
-from insane.rdma_links import LinkFailed, RdmaLinks
-from insane.reliable_links import (
+from insane.protocol.permissions import Permissions
+from insane.protocol.reliable_links import (
     STREAM_KINDS,
     LostData,
     ReliableLinks,
     is_ordered,
     lane_kind,
     lane_transport,
-    stream_kind,
 )
-from insane.router import LocalSub, Router
-from insane.speedups import append_plain, scan_plain
+from insane.protocol.router import LocalSub, Router
+from insane.protocol.speedups import append_plain, scan_plain
+from insane.qos import Config, load_config
+from insane.qos.channels import stream_kind
+from insane.qos.keys import load_identities, load_keyring
+from insane.qos.model import ChannelQoS
+from insane.qos.policy import choose_route
 from insane.subjects import (
     REPLY_PREFIX,
     SubjectError,
@@ -68,11 +70,11 @@ from insane.subjects import (
     validate_pattern,
     validate_subject,
 )
-from insane.subscription import Callback, Subscription
 from insane.transports import multicast
 from insane.transports.base import Address, TransportCapability
 from insane.transports.dpdk import DpdkTransport
-from insane.transports.rdma import RdmaTransport
+from insane.transports.netif import multicast_interfaces
+from insane.transports.rdma.transport import RdmaTransport
 from insane.transports.registry import probe_all
 from insane.transports.udp import UdpTransport
 from insane.transports.xdp import XdpTransport
@@ -396,7 +398,7 @@ class Session:
         metrics.init_transport("udp")
         for name, cap in self._capabilities.items():
             STORE.set_gauge("insane_transport_available", (name,), float(cap.available))
-        metrics.set_build_info()
+        metrics.set_build_info(speedups.NATIVE)
         STORE.add_gauge_source("insane_peers_alive", self._peer_count)
         STORE.add_gauge_source("insane_peers_suspect", self._suspect_count)
         STORE.add_gauge_source("insane_sessions", self._open_count)
@@ -1036,9 +1038,9 @@ class Session:
             heard[p.addr] = max(heard.get(p.addr, 0.0), p.last_seen)
         blocked = {a for a, f in self._flows.items() if f.blocked}
         blocked.update(
-            p.addr
+            dest.addr
             for (peer_id, _kind), s in self._links.tx.items()
-            if s.full and (p := peers.get(peer_id)) is not None
+            if s.full and (dest := peers.get(peer_id)) is not None
         )
         since = self._blocked_since
         for addr in [a for a in since if a not in blocked]:
@@ -1747,7 +1749,7 @@ class Session:
     # ------------------------------------------------------------------ RDMA connections
 
     def _on_rdma_setup(self, sender: int, addr: Address, body: memoryview, now: float) -> None:
-        """An RDMA_SETUP frame (insane/rdma_links.py). Without RDMA here, an offer is refused
+        """An RDMA_SETUP frame (insane/control/rdma_links.py). Without RDMA here, an offer is refused
         with the reason, so the peer falls back at once instead of after its time-out."""
         peer = self._discovery.peers.get(sender)
         if peer is None:
@@ -1755,11 +1757,11 @@ class Session:
         if self._rdma is not None:
             self._rdma.on_frame(peer, body, now)
             return
-        flags, _to, remote, _reason = rdma_setup.decode(body)
-        if remote is not None and not flags & rdma_setup.ANSWER:
+        flags, _to, remote, _reason = rdma_frames.decode(body)
+        if remote is not None and not flags & rdma_frames.ANSWER:
             cap = self._capabilities.get("rdma")
             why = cap.reason if cap is not None and cap.reason else "RDMA is not available here"
-            refusal = rdma_setup.encode(rdma_setup.REFUSE, sender, None, why)
+            refusal = rdma_frames.encode(rdma_frames.REFUSE, sender, None, why)
             self._send_frame(addr, wire.RDMA_SETUP, refusal)
 
     def _rdma_failed(self, ev: LinkFailed) -> None:

@@ -344,13 +344,14 @@ def init_transport(transport: str) -> None:
                 STORE.cell(name, transport, result)
 
 
-def set_build_info() -> None:
-    """insane_build_info: this package's version, Python's, and which speedups run."""
+def set_build_info(native: bool) -> None:
+    """insane_build_info: this package's version, Python's, and whether the native speedups
+    run (``native``)."""
     import platform
 
-    from insane import __version__, speedups
+    from insane.version import __version__
 
-    native = "native" if speedups.NATIVE else "python"
+    speedups = "native" if native else "python"
     STORE.set_gauge(
-        "insane_build_info", (__version__, platform.python_version(), native), 1.0
+        "insane_build_info", (__version__, platform.python_version(), speedups), 1.0
     )

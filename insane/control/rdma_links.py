@@ -1,8 +1,8 @@
 """The RDMA connections of one session: with whom to set one up, the exchange over the control
 plane, and what a failure means.
 
-Glue between the set-up exchange (protocol/rdma_setup.py: sans-IO), the transport's queue
-pairs (transports/rdma.py) and the session, which moves the frames and owns the routes:
+Glue between the set-up exchange (control/rdma_setup.py: sans-IO), the transport's queue
+pairs (transports/rdma/transport.py) and the session, which moves the frames and owns the routes:
 
 - a peer that advertises ``rdma`` when we have it too gets a queue pair and an OFFER when it
   comes up (`peer_up`); an OFFER from a peer we know gets a queue pair and an ANSWER;
@@ -19,11 +19,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from insane.discovery import Peer
-from insane.protocol import rdma_setup
-from insane.protocol.rdma_setup import Connect, EndpointWanted, Failed, PeerReady, RdmaSetup
+from insane.control import rdma_setup
+from insane.control.discovery import Peer
+from insane.control.rdma_setup import Connect, EndpointWanted, Failed, PeerReady, RdmaSetup
 from insane.transports.base import Address
-from insane.transports.rdma import RdmaTransport
+from insane.transports.rdma.transport import RdmaTransport
 
 log = logging.getLogger("insane.rdma")
 

@@ -74,7 +74,7 @@ def py_run_callback(
 
 
 class PyMsgBase:
-    """The fields of a received message; ``insane.message.Msg`` adds the methods."""
+    """The fields of a received message; ``insane.api.message.Msg`` adds the methods."""
 
     __slots__ = ("_session", "data", "headers", "reply", "sid", "subject")
 

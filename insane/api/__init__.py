@@ -1,0 +1,1 @@
+"""The public API: sessions, subscriptions, messages, and connect()."""
