@@ -18,8 +18,8 @@ from verbs_sim import Fabric
 import insane
 from insane import errors
 from insane.ops.metrics import STORE
-from insane.transports.base import TransportCapability
 from insane.transports import registry
+from insane.transports.base import TransportCapability
 from insane.transports.rdma import verbs as rdma_verbs
 
 CHANNELS = {
