@@ -1,6 +1,6 @@
-"""The RDMA transport on its own (insane/transports/rdma/transport.py), two of them on a simulated fabric
-(tests/verbs_sim.py): credits with the fewest buffers allowed, the readiness rule, the peer's
-buffer size, bad messages, and what a dropped connection gives back."""
+"""The RDMA transport on its own (insane/transports/rdma/transport.py), two of them on a
+simulated fabric (tests/verbs_sim.py): credits with the fewest buffers allowed, the readiness
+rule, the peer's buffer size, bad messages, and what a dropped connection gives back."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """A simulated RDMA fabric for the tests that have no RDMA hardware (none of our machines has
 any: their kernel has no RDMA subsystem).
 
-It implements what insane/transports/rdma/transport.py asks of a device (the `Device`, `QueuePair` and
-`Region` protocols of insane/transports/rdma/verbs.py) with the semantics of a reliable
-connection (RC) that the transport relies on, and it records every way the transport could
+It implements what insane/transports/rdma/transport.py asks of a device (the `Device`,
+`QueuePair` and `Region` protocols of insane/transports/rdma/verbs.py) with the semantics of a
+reliable connection (RC) that the transport relies on, and it records every way the transport could
 misuse one, so that tests can assert it never does:
 
 - a SEND lands, in order, in the oldest receive buffer the peer posted, and completes on both

@@ -554,6 +554,9 @@ class Session:
             return
         self._closed = True
         self._routes_changed()
+        # Acknowledge everything received before saying goodbye, so that publishers do not
+        # count what we got as discarded undelivered.
+        self._send_to_peers(self._links.ack_all(), None)
         for addr, ftype, body in self._discovery.bye_frames():
             self._send_frame(addr, ftype, body)
         self._flush()
@@ -1749,8 +1752,9 @@ class Session:
     # ------------------------------------------------------------------ RDMA connections
 
     def _on_rdma_setup(self, sender: int, addr: Address, body: memoryview, now: float) -> None:
-        """An RDMA_SETUP frame (insane/control/rdma_links.py). Without RDMA here, an offer is refused
-        with the reason, so the peer falls back at once instead of after its time-out."""
+        """An RDMA_SETUP frame (insane/control/rdma_links.py). Without RDMA here, an offer is
+        refused with the reason, so the peer falls back at once instead of after its
+        time-out."""
         peer = self._discovery.peers.get(sender)
         if peer is None:
             return  # not a peer yet: it offers again

@@ -232,6 +232,11 @@ class ReliableLinks:
         body = wire.stream_number_body(kind, self._rx_epoch[key], r.next_expected)
         return (peer_id, wire.ACK, body)
 
+    def ack_all(self) -> list[Frame]:
+        """An ACK for every receive stream (a session that closes acknowledges what it got)."""
+        self._ack_due.clear()
+        return [self._ack(peer_id, kind, r) for (peer_id, kind), r in self.rx.items()]
+
     def acks_due(self) -> list[Frame]:
         """ACKs for streams that advanced far enough since the last one."""
         if not self._ack_due:

@@ -351,8 +351,8 @@ class DpdkConfig(Section):
 
 
 class RdmaConfig(Section):
-    """The RDMA device port (insane/transports/rdma/transport.py): which device (default: the first one
-    listed), which port, which GID (default: chosen, RoCE v2 for this host's IPv4 address
+    """The RDMA device port (insane/transports/rdma/transport.py): which device (default: the
+    first one listed), which port, which GID (default: chosen, RoCE v2 for this host's IPv4 address
     first), and the buffers: receive buffers posted per peer (its credits) and send buffers
     shared by all peers, each the size of the session's largest datagram."""
 
