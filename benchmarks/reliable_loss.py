@@ -40,14 +40,14 @@ from benchmarks.common import REPO_ROOT, usable_cpus
 
 def partitioned(session: Any, start: float, end: float) -> None:
     """Make the session send nothing between wall-clock times ``start`` and ``end``."""
-    real = session._udp.send_batch
+    real = session._driver.udp.send_batch
 
     def send_batch(datagrams: Any) -> int:
         if not start <= time.time() < end:
             real(datagrams)
         return len(datagrams)
 
-    session._udp.send_batch = send_batch
+    session._driver.udp.send_batch = send_batch
 
 
 async def partition_peer(role: str, domain: int, args: argparse.Namespace) -> None:
@@ -135,13 +135,13 @@ def lossy(session: Any, loss: float, seed: int) -> None:
     if loss <= 0:
         return
     rng = random.Random(seed)
-    real = session._udp.send_batch
+    real = session._driver.udp.send_batch
 
     def send_batch(datagrams: Any) -> int:
         real([d for d in datagrams if rng.random() >= loss])
         return len(datagrams)
 
-    session._udp.send_batch = send_batch
+    session._driver.udp.send_batch = send_batch
 
 
 async def peer(role: str, domain: int, qos: str, loss: float, count: int, size: int) -> None:

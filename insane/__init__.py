@@ -32,7 +32,7 @@ _LAZY = {
     "load_config": "insane.qos",
     "Msg": "insane.api.message",
     "Session": "insane.api.session",
-    "connect": "insane.api.session",
+    "connect": "insane.api.connect",
     "SubjectError": "insane.subjects",
     "matches": "insane.subjects",
     "validate_pattern": "insane.subjects",
@@ -42,8 +42,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from insane import errors
+    from insane.api.connect import connect
     from insane.api.message import Msg
-    from insane.api.session import Session, connect
+    from insane.api.session import Session
     from insane.api.subscription import Subscription
     from insane.qos import Config, ConfigError, load_config
     from insane.subjects import SubjectError, matches, validate_pattern, validate_subject

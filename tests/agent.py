@@ -260,7 +260,7 @@ class Agent:
 
     async def op_streams(self) -> dict[str, Any]:
         """The session's reliable streams, for diagnosis."""
-        links = self._s()._links
+        links = self._s()._node.links
         return {
             "rx": [
                 [f"{k[0]:016x}", k[1], r.next_expected, r.highest, r.held, r.missing()[:8],

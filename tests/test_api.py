@@ -71,7 +71,7 @@ async def test_unsubscribe_with_limit(pair: tuple[insane.Session, insane.Session
         await sub.next_msg(0.2)
     assert sub.delivered == 2
     await a.flush()
-    assert a._router.plan("lim").empty  # the peer has withdrawn its interest
+    assert a._node.router.plan("lim").empty  # the peer has withdrawn its interest
 
 
 async def test_callback_subscription_and_respond(

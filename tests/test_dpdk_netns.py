@@ -141,7 +141,7 @@ import insane
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 async def main():
     s = await insane.connect(json.loads(sys.argv[1]), name="term")
-    print("ready", [t.name for t in s._bypass], flush=True)
+    print("ready", [t.name for t in s._driver.bypass], flush=True)
     await asyncio.sleep(60)
 asyncio.run(main())
 """

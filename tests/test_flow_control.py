@@ -200,14 +200,15 @@ async def _stalled_pair(overflow: str, stall: float = 30.0) -> tuple[Any, Any, A
     b = await insane.connect(cfg, name="sub")
     sub = await b.subscribe("f.x")
     await a.flush()
-    b._udp._loop.remove_reader(b._udp._sock.fileno())  # stop reading: nothing is acknowledged
+    udp = b._driver.udp
+    udp._loop.remove_reader(udp._sock.fileno())  # stop reading: nothing is acknowledged
     return a, b, sub
 
 
 async def _fill(a: Any) -> None:
     chunk = b"x" * 60_000
     for _ in range(200):  # 12 MB: far beyond the 4 MiB window
-        if a._backpressure:
+        if a._node.backpressure:
             return
         await a.publish("f.x", chunk)
     raise AssertionError("the window never filled")
@@ -222,7 +223,8 @@ async def test_overflow_block_waits_for_room_and_goes_on_when_the_receiver_reads
         blocked = asyncio.ensure_future(a.publish("f.x", b"last"))
         await asyncio.sleep(0.3)
         assert not blocked.done()  # waiting for room
-        b._udp._loop.add_reader(b._udp._sock.fileno(), b._udp._readable)  # reads again
+        udp = b._driver.udp
+        udp._loop.add_reader(udp._sock.fileno(), udp._readable)  # reads again
         await asyncio.wait_for(blocked, 10)
     finally:
         await a.close()
@@ -252,7 +254,11 @@ async def test_a_destination_that_acknowledges_nothing_stops_blocking_after_stal
     import asyncio
 
     a, b, _sub = await _stalled_pair("block", stall=0.3)
-    b._ticker.cancel()  # and no more heartbeats: as good as dead (a SIGKILLed process)
+    # and no more heartbeats: as good as dead (a SIGKILLed process)
+    driver = b._driver
+    driver.arm = lambda: None
+    if driver._timer is not None:
+        driver._timer.cancel()
     try:
         await _fill(a)
         t0 = asyncio.get_running_loop().time()

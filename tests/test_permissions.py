@@ -79,7 +79,7 @@ async def test_identities_are_held_to_their_permissions(tmp_path: Path) -> None:
             await dash.publish("sensors.t", b"fake")
         # A sensor that skips its own check (modified code) is stopped where it arrives.
         before = STORE.total("insane_dropped", reason="permission")
-        ch = sensor._channel("admin.reboot")
+        ch = sensor._channels.get("admin.reboot")
         ch.may_publish = True
         await sensor.publish("admin.reboot", b"now")
         with pytest.raises(insane.errors.TimeoutError):

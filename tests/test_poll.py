@@ -21,13 +21,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def record_spins(session: insane.Session) -> list[bool]:
     """Make the session's transport record what each poll (spin) returned."""
     spins: list[bool] = []
-    real_spin = session._udp.spin
+    real_spin = session._driver.udp.spin
 
     def spin(*args: Any, **kw: Any) -> bool:
         spins.append(real_spin(*args, **kw))
         return spins[-1]
 
-    session._udp.spin = spin  # type: ignore[method-assign]
+    session._driver.udp.spin = spin  # type: ignore[method-assign]
     return spins
 
 
@@ -51,11 +51,11 @@ async def test_poll_subscription_switches_the_socket_to_polling(
 ) -> None:
     _a, b = polling_pair
     plain = await b.subscribe("slow.x")
-    assert b._udp.poll_idle == 0  # consumption: low (the default) never polls
+    assert b._driver.udp.poll_idle == 0  # consumption: low (the default) never polls
     polled = await b.subscribe("fast.x")
-    assert b._udp.poll_idle > 0
+    assert b._driver.udp.poll_idle > 0
     await polled.unsubscribe()
-    assert b._udp.poll_idle == 0
+    assert b._driver.udp.poll_idle == 0
     await plain.unsubscribe()
 
 

@@ -63,11 +63,12 @@ async def pair() -> AsyncIterator[tuple[insane.Session, insane.Session]]:
         loop = asyncio.get_running_loop()
         end = loop.time() + 5
         while loop.time() < end:
-            if a.peers and b.peers and a._rdma and a._rdma.connected(a.peers[0].peer_id):
+            rdma = a._driver.rdma
+            if a.peers and b.peers and rdma and rdma.connected(a.peers[0].peer_id):
                 break
             await asyncio.sleep(0.01)
-        assert a.peers and a._rdma is not None, "no RDMA transport in the session"
-        assert a._rdma.connected(a.peers[0].peer_id), a._rdma.failed
+        assert a.peers and a._driver.rdma is not None, "no RDMA transport in the session"
+        assert a._driver.rdma.connected(a.peers[0].peer_id), a._driver.rdma.failed
         yield a, b
     finally:
         await a.close()

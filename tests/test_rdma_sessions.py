@@ -71,7 +71,7 @@ async def connected(a: insane.Session, b: insane.Session, timeout: float = 3.0) 
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while loop.time() < end:
-        links = [s._rdma for s in (a, b)]
+        links = [s._driver.rdma for s in (a, b)]
         if all(s.peers for s in (a, b)) and all(
             link is not None and link.connected(s.peers[0].peer_id)
             for link, s in zip(links, (a, b), strict=True)
@@ -123,7 +123,8 @@ async def test_pub_sub_both_ways_whole_and_in_order(
     assert (fabric.rnr, fabric.not_ready) == (0, 0)
     # reliable channels on RDMA carry no sequence numbers of ours: the adapter's RC does it
     assert STORE.total("insane_nacks", transport="rdma") == 0
-    assert a._links.tx == {} and b._links.tx == {}  # no reliable stream of ours was opened
+    # no reliable stream of ours was opened
+    assert a._node.links.tx == {} and b._node.links.tx == {}
 
 
 async def test_request_reply(pair: tuple[insane.Session, insane.Session], fabric: Fabric) -> None:
@@ -190,7 +191,7 @@ async def test_a_broken_connection_moves_the_peer_to_kernel_udp(
     assert STORE.total("insane_messages_received", transport="udp", channel="orders.>") > 0
     # both sides know: b was told (a REFUSE) and routes a's channels off RDMA too
     (b_peer,) = b.peers
-    assert b._rdma is not None and b._rdma.unusable(b_peer)
+    assert b._driver.rdma is not None and b._driver.rdma.unusable(b_peer)
 
 
 async def test_a_peer_that_cannot_make_a_queue_pair_refuses_and_both_use_udp(
@@ -204,7 +205,7 @@ async def test_a_peer_that_cannot_make_a_queue_pair_refuses_and_both_use_udp(
         sub = await b.subscribe("orders.y")
         loop = asyncio.get_running_loop()
         end = loop.time() + 3
-        while loop.time() < end and not (a.peers and a._rdma and a._rdma.failed):
+        while loop.time() < end and not (a.peers and a._driver.rdma and a._driver.rdma.failed):
             await asyncio.sleep(0.01)
         (peer,) = a.peers
         route = a.route_for("orders.y", peer)

@@ -20,7 +20,7 @@ def make_lossy(
     session: insane.Session, rng: random.Random, loss: float, dup: float, reorder: float
 ) -> dict[str, int]:
     """Wrap a session's transport so that what it sends is dropped, duplicated or delayed."""
-    udp = session._udp
+    udp = session._driver.udp
     real = udp.send_batch
     loop = asyncio.get_running_loop()
     stats = {"sent": 0, "dropped": 0, "duplicated": 0, "delayed": 0}

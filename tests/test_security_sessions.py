@@ -81,13 +81,13 @@ async def test_a_replayed_datagram_is_dropped(tmp_path: Path) -> None:
         sub = await b.subscribe("s.x")
         await a.flush()
         captured: list[bytes] = []
-        real = a._udp.send_batch
+        real = a._driver.udp.send_batch
 
         def record(datagrams: Any) -> int:
             captured.extend(d for d, addr in datagrams if addr == b.address)
             return real(datagrams)
 
-        a._udp.send_batch = record  # type: ignore[method-assign]
+        a._driver.udp.send_batch = record  # type: ignore[method-assign]
         await a.publish("s.x", b"once")
         assert (await sub.next_msg(2)).data == b"once"
         before = STORE.total("insane_dropped", reason="replay")

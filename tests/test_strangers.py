@@ -144,15 +144,16 @@ async def test_damaged_datagrams_are_counted_once_and_the_stream_is_intact(
         raw.sendto(bytes(garbage), b.address)
         # The next datagram a sends b, built as the session would, and its truncated copy
         # sent first from a's own address (a copy cut short on the way).
-        q = a._dest_queue(next(p for p in a._discovery.peers.values()), a._channel("data"))
+        peer = next(p for p in a._discovery.peers.values())
+        q = a._node._dest_queue(peer, a._channels.get("data"))
         stream = q.stream
         assert stream is not None
         msg = wire.encode_msg_body(b"data", b"", b"", (), b"real" * 100)
         q.add(wire.frame(wire.MSG, msg))
         [datagram] = q.take()
-        a._udp.socket.sendto(datagram[:-50], b.address)
+        a._driver.udp.socket.sendto(datagram[:-50], b.address)
         await asyncio.sleep(0.05)
-        a._udp.socket.sendto(datagram, b.address)
+        a._driver.udp.socket.sendto(datagram, b.address)
     finally:
         raw.close()
     got = await sub.next_msg(timeout=2)

@@ -12,9 +12,10 @@ from asyncio.tasks import (  # type: ignore[attr-defined]
     _leave_task,
 )
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from insane import errors
+from insane.api.deadlines import Deadlines
 from insane.api.message import Msg
 from insane.protocol.speedups import run_callback, run_plain
 
@@ -27,10 +28,26 @@ DEFAULT_PENDING_MSGS_LIMIT = 512 * 1024
 DEFAULT_PENDING_BYTES_LIMIT = 128 * 1024 * 1024
 
 
+class Owner(Protocol):
+    """What a subscription asks of its session (besides its public API, which the messages
+    it hands out use to answer)."""
+
+    @property
+    def deadlines(self) -> Deadlines: ...
+    def callback_error(self, sub: Subscription, exc: Exception) -> None: ...
+    def remove_subscription(self, sub: Subscription) -> None: ...
+    def slow_consumer(self, sub: Subscription, msg: Msg) -> None: ...
+    def wake(self) -> None:
+        """A waiting task must run now (a busy-polling spin stops)."""
+    def flush_now(self) -> None:
+        """What was published leaves now (the task is about to block)."""
+
+
 class Subscription:
     def __init__(
         self,
         session: Session,
+        owner: Owner,
         sid: int,
         subject: str,
         queue: str = "",
@@ -40,6 +57,7 @@ class Subscription:
         pending_bytes_limit: int = DEFAULT_PENDING_BYTES_LIMIT,
     ) -> None:
         self._session = session
+        self._owner = owner
         self.sid = sid
         self.subject = subject
         self.queue = queue
@@ -113,7 +131,7 @@ class Subscription:
             try:
                 suspended = run_callback(cb, msg)
             except Exception as exc:  # a failing callback must not break the receive path
-                self._session._callback_error(self, exc)
+                self._owner.callback_error(self, exc)
             else:
                 if suspended is not None:
                     self._busy = True
@@ -125,10 +143,16 @@ class Subscription:
             try:
                 cb(msg)
             except Exception as exc:
-                self._session._callback_error(self, exc)
+                self._owner.callback_error(self, exc)
         if self._max_msgs and self._received >= self._max_msgs:
-            self._session._remove_subscription(self)
+            self._owner.remove_subscription(self)
             self._finish()
+
+    def _deliver_fields(
+        self, subject: str, data: bytes, reply: str, headers: dict[str, str] | None, sid: int
+    ) -> None:
+        """A message from the node (the receive path, or a local publish)."""
+        self._deliver(Msg(subject, data, reply, headers, sid, self._session))
 
     def _deliver_plain(self, subject: str, payloads: list[bytes]) -> None:
         """Deliver a run of plain messages (no reply or headers) from the receive path."""
@@ -165,7 +189,7 @@ class Subscription:
                     self._overflow(Msg(subject, payloads[j], "", None, sid, session))
                 elif outcome == 2:  # a failing callback must not break the receive path
                     self._received += 1
-                    session._callback_error(self, value)
+                    self._owner.callback_error(self, value)
                 else:  # suspended: the worker finishes it, the rest queue behind it
                     self._received += 1
                     self._busy = True
@@ -191,7 +215,7 @@ class Subscription:
         self._pending_bytes += len(msg.data)
         self._wake()
         if self._max_msgs and self._received >= self._max_msgs:
-            self._session._remove_subscription(self)
+            self._owner.remove_subscription(self)
             self._finish()
 
     def _overflow(self, msg: Msg) -> None:
@@ -199,13 +223,13 @@ class Subscription:
         nats-py, which counts messages on arrival)."""
         self._received += 1
         self._dropped += 1
-        self._session._slow_consumer(self, msg)
+        self._owner.slow_consumer(self, msg)
 
     def _wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
-            self._session._woken = True  # a poll-mode spin stops: the waiter must run
+            self._owner.wake()  # a poll-mode spin stops: the waiter must run
 
     def _finish(self) -> None:
         """No more messages will arrive; consumers finish what is pending, then stop."""
@@ -214,10 +238,10 @@ class Subscription:
 
     async def _wait(self, timeout: float | None = None) -> None:
         # About to block: whatever this task published leaves now, not a loop turn later.
-        self._session._flush()
+        self._owner.flush_now()
         self._waiter = self._loop.create_future()
         if timeout is not None:
-            self._session._deadlines.add(timeout, self._waiter)
+            self._owner.deadlines.add(timeout, self._waiter)
         try:
             await self._waiter
         finally:
@@ -241,7 +265,7 @@ class Subscription:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a failing callback must not kill the subscription
-                    self._session._callback_error(self, exc)
+                    self._owner.callback_error(self, exc)
             while self._pending:
                 msg = self._pop()
                 try:
@@ -249,10 +273,10 @@ class Subscription:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self._session._callback_error(self, exc)
+                    self._owner.callback_error(self, exc)
             self._busy = False
             if self._closed:
-                self._session._flush()
+                self._owner.flush_now()
                 return
             await self._wait()
 
@@ -284,7 +308,7 @@ class Subscription:
             # The session's shared deadlines wake the waiter: no timer or task per call.
             await self._wait(remaining)
             if self._pending:
-                self._session._deadlines.finished()
+                self._owner.deadlines.finished()
         return self._pop()
 
     @property
@@ -317,7 +341,7 @@ class Subscription:
         if limit > 0 and self._received < limit:
             self._max_msgs = limit
             return
-        self._session._remove_subscription(self)
+        self._owner.remove_subscription(self)
         if limit <= 0:
             self._pending.clear()
             self._pending_bytes = 0
@@ -330,7 +354,7 @@ class Subscription:
         if self._session.is_closed:
             raise errors.ConnectionClosedError()
         if not self._closed:
-            self._session._remove_subscription(self)
+            self._owner.remove_subscription(self)
             self._finish()
         if self._worker is not None:
             await asyncio.shield(self._worker)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from insane.cli import CommandError
+from insane.cli.failures import CommandError
 from insane.cli.templates import check, render
 
 if TYPE_CHECKING:

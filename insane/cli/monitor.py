@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from insane.cli import CommandError
+from insane.cli.failures import CommandError
 
 #: Where Grafana's provisioning files lie in a source checkout (grafana/README.md).
 _PROVISIONING = Path(__file__).resolve().parents[2] / "grafana" / "provisioning"

@@ -364,9 +364,6 @@ class Discovery:
 
     # ------------------------------------------------------------------ time
 
-    def next_deadline(self) -> float:
-        return self._last_heartbeat + self.heartbeat_interval
-
     def tick(self, now: float) -> None:
         for peer in list(self.peers.values()):
             silent = now - peer.last_seen

@@ -14,7 +14,6 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from insane.protocol.wire import InterestEntry
 from insane.subjects import matches, reply_family
@@ -22,12 +21,15 @@ from insane.subjects import matches, reply_family
 
 @dataclass(eq=False)
 class LocalSub:
-    """A subscription as the router sees it; ``deliver`` hands one message to its owner."""
+    """A subscription as the router sees it: ``deliver(subject, data, reply, headers, sid)``
+    hands one message to its owner; ``deliver_plain(subject, payloads)``, where the owner has
+    one, a run of plain messages (no reply or headers) at once."""
 
     sid: int
     pattern: str
     queue: str
-    deliver: Callable[[Any], None]
+    deliver: Callable[[str, bytes, str, dict[str, str] | None, int], None]
+    deliver_plain: Callable[[str, list[bytes]], None] | None = None
 
 
 @dataclass

@@ -47,9 +47,21 @@ class TransportCapability:
 
 
 class Transport(abc.ABC):
-    """One datapath: ``start`` (init), ``send_batch`` (tx), ``on_receive`` (rx), ``close``."""
+    """One datapath: ``start`` (init), ``send_batch`` (tx), ``on_receive`` (rx), ``close``.
+
+    Besides those, everything the driver (insane/driver.py) asks of a transport is declared
+    here, with the default for a datapath that has no such thing: a backlog to drain, drop
+    counters to read, per-destination state to forget, a busy-poll loop.
+    """
 
     name: TransportName
+    #: ``consumption: poll``: after a delivery keep polling this long (seconds; 0: off).
+    poll_idle: float = 0.0
+    #: Set by the driver: a delivery woke a waiting task (busy polling may stop).
+    spin_until: Callable[[], bool] | None = None
+    #: Set by the driver: one non-blocking read of the kernel socket, delivered; True if
+    #: something came (a kernel-bypass ``spin`` polls it too: replies may come either way).
+    kernel_poll: Callable[[], bool] | None = None
 
     @abc.abstractmethod
     async def start(self, on_receive: ReceiveCallback) -> None:
@@ -72,6 +84,42 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop the datapath and release everything it holds."""
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes accepted by `send_batch` but not yet on the wire."""
+        return 0
+
+    async def wait_drained(self) -> None:
+        """Return once the backlog is empty."""
+        return None
+
+    def set_datagram_limit(self, largest: int) -> None:
+        """The largest datagram every running transport carries (some size buffers by it)."""
+        return None
+
+    def count_drops(self) -> None:
+        """Bring the datapath's own drop counters into the metrics."""
+        return None
+
+    def forget(self, addr: Address) -> None:
+        """A peer at ``addr`` is gone: drop what is kept for it."""
+        return None
+
+    def shadows(self, addr: Address) -> bool:
+        """Whether datagrams the kernel socket got from ``addr`` are copies of what this
+        datapath already delivered (DPDK on a kernel interface sees the same frames)."""
+        return False
+
+    @property
+    def spinning(self) -> bool:
+        """True while `spin` runs (a delivery inside it cannot spin again)."""
+        return False
+
+    def spin(self, until: Callable[[], bool] | None, idle: float, limit: float) -> bool:
+        """Busy-poll (``consumption: poll``) until ``until()`` holds (True), nothing came for
+        ``idle`` seconds or ``limit`` seconds passed (False). Without a poll loop: False."""
+        return False
 
 
 def busy_poll(
