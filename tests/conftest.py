@@ -11,6 +11,7 @@ Sections
   3. A real nats-server (differential tests of the NATS facade)
   4. Faults on the wire: loss, duplication, reordering, delay between two hosts
   5. Peer processes (tests/agent.py), stopped when the test ends
+  6. The data plane under test (INSANE_ENGINE)
 """
 
 from __future__ import annotations
@@ -173,3 +174,22 @@ def agents() -> Iterator[list[AgentProcess]]:
     yield started
     for a in started:
         a.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# 6. The data plane under test
+#
+# The whole suite runs against the engine INSANE_ENGINE chooses (insane/qos/engine.py): every
+# session and every agent process builds its node with it. The header says which, so a run's
+# log tells what it tested; a value naming no engine stops the run before any test.
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from insane.qos import ConfigError
+    from insane.qos.engine import ENGINES, engine_name
+
+    try:
+        name = engine_name()
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return f"insane engine: {name} ({ENGINES[name]})"

@@ -166,6 +166,23 @@ async def test_slow_consumer_is_reported(pair: tuple[insane.Session, insane.Sess
     assert isinstance(reported[0], errors.SlowConsumerError)
 
 
+async def test_an_engine_there_is_not_fails_connect_before_anything_opens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    opened: list[object] = []
+    real = socket.socket
+    monkeypatch.setattr(socket, "socket", lambda *a, **k: opened.append(a) or real(*a, **k))
+    monkeypatch.setenv("INSANE_ENGINE", "native")
+    with pytest.raises(insane.ConfigError, match=r"INSANE_ENGINE \(environment\): expected one of"):
+        await insane.connect({"domain": random.randrange(1, 2**32)})
+    assert opened == []
+    monkeypatch.setenv("INSANE_ENGINE", "python")
+    async with await insane.connect({"domain": random.randrange(1, 2**32)}) as s:
+        assert s.engine == "python"
+
+
 async def test_connect_as_context_manager() -> None:
     async with insane.connect({"domain": random.randrange(1, 2**32)}) as s:
         assert not s.is_closed

@@ -129,6 +129,30 @@ def test_doctor_checks_the_security_section_as_connect_does(tmp_path: Path) -> N
     assert f"security ok  encrypt with the key in {key}" in r.stdout
 
 
+def test_doctor_names_the_data_plane_and_fails_on_an_engine_there_is_not() -> None:
+    r = run("doctor", env={"INSANE_ENGINE": ""})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[1:4] == [
+        "engine python  the data plane in use (default; engines here: python)",
+        "      implementation: insane.protocol.node:PeerNode",
+        f"      per_message_helpers: {_helpers()}",
+    ]
+    r = run("doctor", "--json", env={"INSANE_ENGINE": "native"})
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert report["ok"] is False and report["engine"]["ok"] is False
+    expected = "INSANE_ENGINE (environment): expected one of python, got 'native'"
+    assert report["engine"]["reason"] == expected
+    # connect() fails the same way, before it opens anything: one line, exit 2
+    one_line_error(run("pub", "a", "x", env={"INSANE_ENGINE": "native"}), 2, expected)
+
+
+def _helpers() -> str:
+    from insane.protocol import speedups
+
+    return "native" if speedups.NATIVE else "python (INSANE_PURE_PYTHON or not built)"
+
+
 def test_qos_explain_names_pattern_and_fallback(tmp_path: Path) -> None:
     (tmp_path / "insane.yaml").write_text('channels:\n  "orders.>": {qos: [fast, reliable]}\n')
     r = run("qos", "explain", "orders.eu.new", cwd=str(tmp_path))

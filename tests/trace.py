@@ -11,6 +11,9 @@ generator), with fixed peer ids, epochs and cookie secrets (seeded generators), 
 name and fixed session names. The scenario: pub/sub on wildcards, headers, request/reply, a
 fragmented 1 MiB message, and a reliable ordered stream through 10% loss.
 
+The sessions build their node with the engine ``INSANE_ENGINE`` chooses (insane/qos/engine.py),
+so every data plane is held to the same recorded bytes.
+
 A line per event: ``time src>dst hex`` for a datagram (``LOST`` when the network dropped it;
 a long one as its first bytes, length and SHA-256)
 and ``time deliver subject sha256[:16]`` for a message a subscription got.

@@ -18,7 +18,7 @@ import random
 import socket
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from insane import errors
 from insane.api.deadlines import Deadlines
@@ -29,14 +29,17 @@ from insane.driver import Driver
 from insane.ops import metrics, metrics_http
 from insane.ops.metrics import STORE
 from insane.protocol import speedups
-from insane.protocol.node import PeerNode
 from insane.protocol.permissions import Permissions
 from insane.protocol.router import LocalSub
 from insane.qos import Config
 from insane.qos.channels import Channel, ChannelTable
+from insane.qos.engine import engine_name, node_class
 from insane.qos.keys import load_identities, load_keyring
 from insane.subjects import SubjectError, validate_pattern, validate_subject
 from insane.transports.base import Address, TransportCapability
+
+if TYPE_CHECKING:
+    from insane.protocol.node import PeerNode
 
 log = logging.getLogger("insane")
 
@@ -81,7 +84,8 @@ class Session:
             max_peers=config.limits.max_peers,
         )
         self._channels = ChannelTable(config, {}, self._own_perms)
-        self._node = PeerNode(
+        self.engine = engine_name()  # (a ConfigError for an engine there is not)
+        self._node: PeerNode = node_class(self.engine)(
             self.peer_id,
             self.domain,
             control=self._discovery,

@@ -3,8 +3,9 @@
 One entry per transport (from the probes in `insane.transports.registry`: available or not,
 the reason, every check behind it), and the ``security`` section checked as ``connect()``
 would check it (the key files present, readable and long enough). ``ok`` is false when
-``connect()`` would fail with this configuration; a transport that is unavailable here is
-not a failure, since the policy falls back.
+``connect()`` would fail with this configuration, or with the data plane (``engine``) that
+``INSANE_ENGINE`` chooses; a transport that is unavailable here is not a failure, since the
+policy falls back.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from insane.protocol import speedups
 from insane.qos import Config, ConfigError
+from insane.qos.engine import ENGINES, engine_name
 from insane.qos.keys import load_identities, load_keyring
 from insane.transports.registry import probe_all
 
@@ -41,13 +44,28 @@ def _security(config: Config) -> dict[str, Any]:
     return {"ok": True, "reason": reason, "checks": checks}
 
 
+def _engine() -> dict[str, Any]:
+    """The data plane ``INSANE_ENGINE`` chooses (connect() fails on one there is not)."""
+    helpers = "native" if speedups.NATIVE else "python (INSANE_PURE_PYTHON or not built)"
+    try:
+        name = engine_name()
+    except ConfigError as exc:
+        return {"ok": False, "name": None, "reason": str(exc), "checks": {}}
+    checks = {"implementation": ENGINES[name], "per_message_helpers": helpers}
+    how = "INSANE_ENGINE" if os.environ.get("INSANE_ENGINE", "").strip() else "default"
+    reason = f"the data plane in use ({how}; engines here: {', '.join(sorted(ENGINES))})"
+    return {"ok": True, "name": name, "reason": reason, "checks": checks}
+
+
 def doctor_report(config: Config) -> dict[str, Any]:
     """The JSON document of ``insane doctor --json``."""
     security = _security(config)
     security["checks"] = {k: _jsonable(v) for k, v in security["checks"].items()}
+    engine = _engine()
     return {
         "config": config.source,
-        "ok": security["ok"],
+        "ok": security["ok"] and engine["ok"],
+        "engine": engine,
         "transports": {
             name: {
                 "available": cap.available,
@@ -64,6 +82,12 @@ def doctor_report(config: Config) -> dict[str, Any]:
 def format_doctor(report: dict[str, Any]) -> str:
     """`doctor_report` for humans: a line per transport and for security, checks indented."""
     lines = [f"configuration: {report['config']}"]
+    eng = report["engine"]
+    if eng["ok"]:
+        lines.append(f"engine {eng['name']}  {eng['reason']}")
+    else:
+        lines.append(f"engine problem  {eng['reason']}")
+    lines += [f"      {check}: {_show(v)}" for check, v in eng["checks"].items()]
     for name, entry in report["transports"].items():
         state = "available" if entry["available"] else "unavailable"
         lines.append(f"{name:<5} {state:<11}  {entry['reason']}")
