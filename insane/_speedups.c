@@ -1,6 +1,6 @@
 /* Native versions of the two per-message steps that the profile points at.
  *
- * insane/speedups.py holds the reference Python versions of the same functions and picks this
+ * insane/protocol/speedups.py holds the reference Python versions of the same functions and picks this
  * module when it was built; tests/test_speedups.py checks that both give the same results on
  * random and hostile input.  Nothing here keeps state or touches a socket.
  *
@@ -431,7 +431,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "insane._speedups",
-    "Native fast paths; see insane/speedups.py for the reference versions.", -1, methods,
+    "Native fast paths; see insane/protocol/speedups.py for the reference versions.", -1, methods,
 };
 
 PyMODINIT_FUNC

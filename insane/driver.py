@@ -116,6 +116,7 @@ class Driver:
         node.on_flush_wanted = self.schedule_flush
         node.on_event = self._events
         node.on_control_news = self.pump
+        node.on_timer_changed = self.arm
         node.on_rdma_setup = self._on_rdma_setup
         node.backlog_bytes = self.backlog_bytes
         node.backlog_limit = BACKLOG_LIMIT
@@ -308,7 +309,6 @@ class Driver:
 
     def _on_bypass_datagrams(self, via: str, batch: list[tuple[bytes, Address]]) -> None:
         self.node.receive_datagrams(batch, via, self._loop.time())
-        self.arm()
 
     def _on_udp_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
         """The kernel socket's batches. A DPDK tap on a kernel interface (net_af_packet) gets
@@ -320,7 +320,6 @@ class Driver:
 
     def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
         self.node.receive_datagrams(batch, "udp", self._loop.time())
-        self.arm()
 
     @property
     def listens_multicast(self) -> bool:

@@ -1,4 +1,4 @@
-"""Slots of registered memory (insane/transports/rdma_buffers.py): taken and given back, never
+"""Slots of registered memory (insane/transports/rdma/buffers.py): taken and given back, never
 twice, and completions for a slot's earlier use recognised as stale."""
 
 from __future__ import annotations

@@ -98,6 +98,7 @@ class Session:
             encrypt=config.security.mode == "encrypt",
             identities=identities,
         )
+        self._publish_fast = self._node.publish_fast  # (bound once: the throughput path)
         self._driver = Driver(config, self._node, self._discovery, self._report, self._take_woken)
         self._owner = _Owner(self)
         self._subs: dict[int, Subscription] = {}
@@ -253,10 +254,9 @@ class Session:
         (the default) waits for room, ``drop`` leaves the message out for the destinations
         that are full, ``error`` raises ``OutboundBufferLimitError``.
         """
-        node = self._node
-        if node.backpressure:
+        if self._node.backpressure:
             await self._publish_under_pressure(subject, payload, reply, headers)
-        elif reply or headers is not None or not node.publish_fast(subject, payload):
+        elif reply or headers is not None or not self._publish_fast(subject, payload):
             self._publish_checked(subject, payload, reply, headers)
 
     async def _publish_under_pressure(

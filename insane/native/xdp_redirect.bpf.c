@@ -8,7 +8,7 @@
  * other UDP ports, IP fragments, IPv6 and VLAN-tagged frames go on to the kernel (XDP_PASS),
  * as does anything arriving on a queue without a socket, so the host's other traffic on the
  * interface keeps working. Compiled by setup.py with clang -target bpf; loaded and attached
- * through a BPF link by insane/_xdp.c, so it is detached when the owning process exits,
+ * through a BPF link by insane/native/_xdp.c, so it is detached when the owning process exits,
  * however it exits.
  */
 #include <linux/bpf.h>

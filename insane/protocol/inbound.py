@@ -381,6 +381,8 @@ class Inbound(NodeBase):
             self._acks_now.add(addr)
         elif self._ack_at is None:
             self._ack_at = now + ACK_DELAY
+            if self.on_timer_changed is not None:
+                self.on_timer_changed()
 
     def _send_acks(self) -> None:
         """Acknowledge now where a probe asked or a quarter of the window is unacknowledged."""
@@ -444,6 +446,8 @@ class Inbound(NodeBase):
         if self._rel_at is not None and self._rel_at <= at:
             return
         self._rel_at = at
+        if self.on_timer_changed is not None:
+            self.on_timer_changed()
 
     def _reliability_tick(self, now: float) -> None:
         self._send_to_peers(self.links.due(now), None)

@@ -104,7 +104,9 @@ class PeerNode(Inbound, Outbound):
         self._tx_fast = {}
         self._tx_reply = {}
         self._rx_fast = {}
-        self._backpressure = False
+        self.backpressure = False
+        self._flush_asked = False
+        self._uncounted = []
         self._skip_full = False  # overflow: drop, while publishing under pressure
         self._dropped = {}
         self._rx_via = "udp"
@@ -122,6 +124,7 @@ class PeerNode(Inbound, Outbound):
         self.on_flush_wanted = None
         self.on_event = None
         self.on_control_news = None
+        self.on_timer_changed = None
         self.on_rdma_setup = None
         self._handlers = self._frame_table()
 

@@ -120,12 +120,23 @@ class FastSend:
     max_inline: int  # largest payload that fits in one frame
     #: (counters, how many of the queues use their transport)
     counts: tuple[tuple[Any, int], ...] = ()
+    #: Messages and payload bytes published since the counters were last brought up to date
+    #: (at the next flush: the throughput path adds two integers, not 2n counters).
+    msgs: int = 0
+    nbytes: int = 0
 
     def __post_init__(self) -> None:
         per: dict[str, int] = {}
         for q in self.queues:
             per[q.transport] = per.get(q.transport, 0) + 1
         self.counts = tuple((self.ch.counters(t), n) for t, n in per.items())
+
+    def count(self) -> None:
+        """Add what was published since the last time to the channel's counters."""
+        for c, n in self.counts:
+            c.sent.value += self.msgs * n
+            c.bytes_sent.value += self.nbytes * n
+        self.msgs = self.nbytes = 0
 
 
 @dataclass
@@ -171,7 +182,11 @@ class NodeBase:
     _tx_fast: dict[str, FastSend]
     _tx_reply: dict[str, FastSend]
     _rx_fast: dict[bytes, FastReceive]
-    _backpressure: bool
+    #: A destination's window or stream is full, or the kernel pushed back: publishers wait
+    #: (``overflow: block``), drop or fail. Set by every flush.
+    backpressure: bool
+    _flush_asked: bool  # on_flush_wanted called since the last flush
+    _uncounted: list[FastSend]  # fast paths with messages not yet in the counters
     _skip_full: bool
     _dropped: dict[tuple[str, str], Cell]
     _rx_via: str
@@ -196,6 +211,8 @@ class NodeBase:
     on_flush_wanted: Callable[[], None] | None
     on_event: Callable[[], None] | None
     on_control_news: Callable[[], None] | None
+    #: `get_timer` moved earlier (the driver re-arms its one timer).
+    on_timer_changed: Callable[[], None] | None
     on_rdma_setup: Callable[[int, Address, memoryview, float], None] | None
 
     # What each side asks of the other (defined in outbound.py and inbound.py).

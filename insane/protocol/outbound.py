@@ -48,15 +48,20 @@ class Outbound(NodeBase):
         fast = self._tx_fast.get(subject)
         if fast is None and subject.startswith("_INBOX."):
             fast = self._tx_reply.get(reply_family(subject) or "")
-        if fast is None or type(payload) is not bytes or len(payload) > fast.max_inline:
+        if fast is None or type(payload) is not bytes:
+            return False
+        size = len(payload)
+        if size > fast.max_inline:
             return False
         self._out_bytes += append_plain(
             fast.queues, fast.subject_bytes or subject.encode(), b"", payload
         )
-        for c, n in fast.counts:
-            c.sent.value += n
-            c.bytes_sent.value += len(payload) * n
-        self._want_flush()
+        if not fast.msgs:
+            self._uncounted.append(fast)
+        fast.msgs += 1
+        fast.nbytes += size
+        if not self._flush_asked:
+            self._want_flush()
         if self._out_bytes >= FLUSH_BYTES:
             self._flush()
         return True
@@ -260,9 +265,11 @@ class Outbound(NodeBase):
 
     def _want_flush(self) -> None:
         """Queued frames wait for the end of this event-loop turn (inside the receive path,
-        or a request, the caller flushes when done)."""
-        if not self.flush_due and self.on_flush_wanted is not None:
-            self.on_flush_wanted()
+        or a request, the caller flushes when done). Asked once until the next flush."""
+        if not self._flush_asked:
+            self._flush_asked = True
+            if not self.flush_due and self.on_flush_wanted is not None:
+                self.on_flush_wanted()
 
     def _send_to_peers(self, frames: list[tuple[int, int, bytes]], addr: Address | None) -> None:
         """Queue control frames addressed to peer ids (``addr``: where the unknown ones go)."""
@@ -278,8 +285,13 @@ class Outbound(NodeBase):
         self._flush()
 
     def _flush(self) -> None:
+        self._flush_asked = False
         if not self._out_bytes:
             return
+        if self._uncounted:
+            for fast in self._uncounted:
+                fast.count()
+            self._uncounted.clear()
         self._out_bytes = 0
         datagrams: Datagrams = []
         bypass: dict[str, Datagrams] = {}
@@ -306,20 +318,15 @@ class Outbound(NodeBase):
             self._send_datagrams(datagrams)
         for transport, dgs in bypass.items():
             self._send_datagrams(dgs, transport)
-        self._backpressure = blocked or self.backlog_bytes() > self.backlog_limit
+        self.backpressure = blocked or self.backlog_bytes() > self.backlog_limit
         if reliable and self._rel_at is None:
             self._arm_reliability()  # a TAIL follows if the stream goes quiet unacknowledged
 
     # ------------------------------------------------------------------ flow control
 
-    @property
-    def backpressure(self) -> bool:
-        """A destination's window or stream is full, or the kernel pushed back: publishers
-        wait (``overflow: block``), drop or fail."""
-        return self._backpressure
-
     def set_backpressure(self, on: bool) -> None:
-        self._backpressure = on
+        """(``backpressure``, see node_base.py: an attribute, read on every publish.)"""
+        self.backpressure = on
 
     def skip_full(self, on: bool) -> None:
         """``overflow: drop`` under pressure: leave messages out for full destinations."""

@@ -459,7 +459,7 @@ class LimitsConfig(Section):
 
 
 class MetricsConfig(Section):
-    """Prometheus exposition (insane/metrics_http.py). Off unless ``port`` is set. Each process
+    """Prometheus exposition (insane/ops/metrics_http.py). Off unless ``port`` is set. Each process
     takes the first free port of ``port .. port + port_span - 1``; with ``targets_dir`` it also
     writes a Prometheus file_sd target file there."""
 
