@@ -86,6 +86,9 @@ class Driver:
         #: Transports by name: kernel UDP always; a kernel-bypass one when it started.
         self.senders: dict[str, Transport] = {"udp": self.udp}
         self.bypass: list[Transport] = []
+        #: The transport a request busy-polls on (``consumption: poll``): the first
+        #: kernel-bypass one that started (its spin polls the kernel socket too), else that.
+        self.spinner: Transport = self.udp
         #: The kernel-bypass transports that see copies of the kernel socket's frames.
         self._shadowing: list[Transport] = []
         self.rdma: RdmaLinks | None = None
@@ -197,6 +200,7 @@ class Driver:
             transport.kernel_poll = self._poll_kernel_once
             transport.spin_until = self._take_woken
             self.bypass.append(transport)
+            self.spinner = self.bypass[0]
             if type(transport).shadows is not Transport.shadows:
                 self._shadowing.append(transport)
             self.senders[name] = transport
@@ -281,10 +285,9 @@ class Driver:
 
     # ================================================================== the node's I/O
 
-    def send(self) -> None:
-        """Hand the node's datagrams to their transports."""
-        for via, datagrams in self.node.datagrams_to_send().items():
-            self.senders[via].send_batch(datagrams)
+    def send(self, via: str, datagrams: list[tuple[bytes, Address]]) -> None:
+        """Hand a batch of the node's datagrams to its transport."""
+        self.senders[via].send_batch(datagrams)
 
     def schedule_flush(self) -> None:
         if self._flush_handle is None and not self.closed:
@@ -316,7 +319,7 @@ class Driver:
         for t in self._shadowing:
             batch = [item for item in batch if not t.shadows(item[1])]
         if batch:
-            self._on_datagrams(batch)
+            self.node.receive_datagrams(batch, "udp", self._loop.time())
 
     def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
         self.node.receive_datagrams(batch, "udp", self._loop.time())
@@ -324,11 +327,6 @@ class Driver:
     @property
     def listens_multicast(self) -> bool:
         return self._mcast is not None
-
-    @property
-    def spinner(self) -> Transport:
-        """The transport a request busy-polls on (``consumption: poll``)."""
-        return self.bypass[0] if self.bypass else self.udp
 
     def pollers(self) -> list[Transport]:
         """The transports that busy-poll after a delivery (``consumption: poll``): the

@@ -348,7 +348,7 @@ class Session:
             for t in self._driver.pollers():
                 t.poll_idle = _POLL_IDLE
         self._node.add_local(
-            LocalSub(sid, subject, queue or "", sub._deliver_fields, sub._deliver_plain)
+            LocalSub(sid, subject, queue or "", sub._deliver, sub._deliver_plain)
         )
         v = self._discovery.set_interest(self._node.router.local_interest(), self._loop.time())
         self._driver.pump()

@@ -108,7 +108,11 @@ class Subscription:
 
     # ------------------------------------------------------------------ input (from the session)
 
-    def _deliver(self, msg: Msg) -> None:
+    def _deliver(
+        self, subject: str, data: bytes, reply: str, headers: dict[str, str] | None, sid: int
+    ) -> None:
+        """A message from the node (the receive path, or a local publish)."""
+        msg = Msg(subject, data, reply, headers, sid, self._session)
         cb = self._cb
         if cb is None or self._pending or self._busy or self._closed:
             self._enqueue(msg)
@@ -148,12 +152,6 @@ class Subscription:
             self._owner.remove_subscription(self)
             self._finish()
 
-    def _deliver_fields(
-        self, subject: str, data: bytes, reply: str, headers: dict[str, str] | None, sid: int
-    ) -> None:
-        """A message from the node (the receive path, or a local publish)."""
-        self._deliver(Msg(subject, data, reply, headers, sid, self._session))
-
     def _deliver_plain(self, subject: str, payloads: list[bytes]) -> None:
         """Deliver a run of plain messages (no reply or headers) from the receive path."""
         session = self._session
@@ -169,7 +167,7 @@ class Subscription:
             or _current_tasks.get(loop) is not None
         ):
             for p in payloads:
-                self._deliver(Msg(subject, p, "", None, sid, session))
+                self._deliver(subject, p, "", None, sid)
             return
         # The usual case, in one go: each callback runs now, as the worker task, until it
         # finishes; if one suspends, the rest queue behind it for the worker.

@@ -76,18 +76,19 @@ class Inbound(NodeBase):
     def receive_datagrams(self, batch: Datagrams, via: str, now: float) -> None:
         """A batch a transport read (``via``): open, process, and flush what it caused (the
         answers of control frames and the replies of inline callbacks leave in this turn)."""
-        self._rx_via = via
+        other = via != "udp"  # (what is counted and dropped is counted under its name)
+        if other:
+            self._rx_via = via
+        self.flush_due = True
         try:
             if self._opener is not None:
                 batch = self._open(batch)
-            self.flush_due = True
-            try:
-                self._receive(batch, now)
-            finally:
-                self.flush_due = False
-            self._flush()
+            self._receive(batch, now)
         finally:
-            self._rx_via = "udp"
+            self.flush_due = False
+            if other:
+                self._rx_via = "udp"
+        self._flush()
 
     def _open(self, batch: Datagrams) -> Datagrams:
         """Check and open sealed datagrams; what fails is counted by reason and dropped."""
@@ -267,12 +268,6 @@ class Inbound(NodeBase):
 
     # ------------------------------------------------------------------ frame handlers
 
-    def _msg_frame(
-        self, data: bytes, start: int, end: int, sender: int, _addr: Address, _now: float
-    ) -> bool:
-        self._on_msg(data, start, end, sender)
-        return False
-
     def _frag_frame(
         self, data: bytes, start: int, end: int, sender: int, addr: Address, now: float
     ) -> bool:
@@ -308,7 +303,7 @@ class Inbound(NodeBase):
         if done is None:
             return
         if done.inner_type == wire.MSG:
-            self._on_msg(done.body)
+            self._msg_frame(done.body, 0, len(done.body), sender, addr, now)
         elif done.inner_type == wire.FRAG:
             raise wire.WireError("malformed", "nested fragment")
         elif wire.ACK <= done.inner_type <= wire.GAP:
@@ -316,9 +311,10 @@ class Inbound(NodeBase):
         else:
             self.control.on_frame(sender, done.inner_type, done.body, addr, now)
 
-    def _on_msg(
-        self, buf: bytes | memoryview, start: int = 0, end: int = -1, sender: int = 0
-    ) -> None:
+    def _msg_frame(
+        self, buf: bytes | memoryview, start: int, end: int, sender: int, _a: Address, _n: float
+    ) -> bool:
+        """A MSG frame (the frame table's entry): to the local subscriptions it reaches."""
         subject, reply, headers, queues, payload = wire.decode_msg(buf, start, end)
         if self._sender_perms:
             perms = self._sender_perms.get(sender)
@@ -341,6 +337,7 @@ class Inbound(NodeBase):
         for sub in targets:
             sub.deliver(subject, payload, reply, headers, sub.sid)
         ch.delivered.value += len(targets)
+        return False
 
     def _plain_runner(self, target: LocalSub) -> Callable[[str, list[bytes]], None]:
         if target.deliver_plain is not None:

@@ -6,17 +6,21 @@ The contract (docs and DESIGN: "The data plane"), as aioquic's connection is one
   queues a message for the peers whose interest matches, and delivers it to local
   subscriptions;
 - ``receive_datagrams(batch, via, now)`` takes what a transport read;
-- ``datagrams_to_send()`` gives the datagrams to send, per transport and destination;
+- ``datagrams_to_send()`` gives the datagrams to send, per transport and destination (or,
+  with the ``on_output`` hook set, each batch goes to it as it is made);
 - ``get_timer()`` / ``handle_timer(now)``: one deadline for the data plane's timers
-  (reliability: TAILs and NACKs; delayed acknowledgements; reassembly expiry);
+  (reliability: TAILs and NACKs; delayed acknowledgements); ``expire(now)`` and
+  ``update_stalled(now)``, the slow chores (reassembly expiry, silent destinations), on the
+  control plane's tick;
 - ``next_event()``: errors to report (losses, slow consumers), room in a window.
 
 It never touches a socket, a thread or an event loop: bytes and a clock go in, bytes and
 events come out, so two nodes wired in memory run every scenario deterministically. The
 driver (insane/driver.py) moves the bytes and keeps the one timer; it also sets the hooks
-(``on_output`` and the others in node_base.py) through which the node says that something
-waits. The control plane beside the node (discovery, RDMA set-up) is reached through the
-`Control` protocol; channels through `Channels`; nothing of QoS or control is imported.
+(``on_output`` and the others in node_base.py) through which the node hands out datagrams and
+says that something waits. The control plane beside the node (discovery, RDMA set-up) is
+reached through the `Control` protocol; channels through `Channels`; nothing of QoS or
+control is imported.
 
 The work is split: `Outbound` (outbound.py) publishes, queues and flushes; `Inbound`
 (inbound.py) receives and dispatches; this module holds the state, the peers' changes, the

@@ -4,7 +4,7 @@ touch. The node itself is `insane.protocol.node.PeerNode`.
 
 The node never imports the QoS models, the control plane or a transport: it learns channels
 through `Channels`, peers through `Control` (the control plane's peer table and its frames),
-and hands datagrams out through `datagrams_to_send` (calling ``on_output`` when some wait).
+and hands datagrams out through ``on_output`` (the driver's) or `datagrams_to_send`.
 """
 
 from __future__ import annotations
@@ -131,13 +131,6 @@ class FastSend:
             per[q.transport] = per.get(q.transport, 0) + 1
         self.counts = tuple((self.ch.counters(t), n) for t, n in per.items())
 
-    def count(self) -> None:
-        """Add what was published since the last time to the channel's counters."""
-        for c, n in self.counts:
-            c.sent.value += self.msgs * n
-            c.bytes_sent.value += self.nbytes * n
-        self.msgs = self.nbytes = 0
-
 
 @dataclass
 class FastReceive:
@@ -204,10 +197,11 @@ class NodeBase:
     #: back, and how much of it makes publishers wait.
     backlog_bytes: Callable[[], int]
     backlog_limit: int
-    #: Hooks the driver sets: datagrams wait (`datagrams_to_send`); frames were queued and
-    #: want a flush at the end of this turn; an event waits (`next_event`); the control plane
-    #: has news (frames came for it); an RDMA_SETUP frame came.
-    on_output: Callable[[], None] | None
+    #: Hooks the driver sets: a batch of datagrams to send, for a transport (without it they
+    #: wait for `datagrams_to_send`); frames were queued and want a flush at the end of this
+    #: turn; an event waits (`next_event`); the control plane has news (frames came for it);
+    #: an RDMA_SETUP frame came.
+    on_output: Callable[[str, Datagrams], None] | None
     on_flush_wanted: Callable[[], None] | None
     on_event: Callable[[], None] | None
     on_control_news: Callable[[], None] | None

@@ -97,6 +97,9 @@ class ChannelTable:
         self.capabilities = capabilities
         self._own_perms = own_perms
         self._channels: dict[str, Channel] = {}
+        #: The channel of a subject seen before, else None (the dict's own get: the receive
+        #: path asks it for every message).
+        self.cached: Callable[[str], Channel | None] = self._channels.get
         #: (channel pattern, peer id) -> its insane_route_info labels, held while in use.
         self._routes: dict[tuple[str, int], tuple[str, str, str]] = {}
         #: The transports this session runs (a route to another falls back to kernel UDP).
@@ -132,9 +135,6 @@ class ChannelTable:
             if self._own_perms is not None and not family:
                 ch.may_publish = self._own_perms.may_publish(subject)
         return ch
-
-    def cached(self, subject: str) -> Channel | None:
-        return self._channels.get(subject)
 
     def values(self) -> list[Channel]:
         return list(self._channels.values())
