@@ -227,10 +227,13 @@ SAMPLES: dict[str, Callable[[Sandbox], str]] = {
 
 
 def normalise(text: str) -> list[str]:
-    """The text with its figures taken out: hex ids, then numbers, become ``#``."""
+    """The text with its figures taken out: hex ids, then numbers, become ``#``; a duration's
+    unit goes with its figure (``563 us`` and ``1.0 ms`` read alike), and so do the spaces
+    that align columns of figures."""
     text = re.sub(r"\b[0-9a-f]{8,}\b", "#", text)
     text = re.sub(r"\d+(?:[.,]\d+)*", "#", text)
-    return [line.rstrip() for line in text.strip("\n").splitlines()]
+    text = re.sub(r"# (?:ns|us|ms|s)\b", "#", text)
+    return [re.sub(r" {2,}", "  ", line.rstrip()) for line in text.strip("\n").splitlines()]
 
 
 def blocks() -> Iterator[tuple[Path, str, str]]:

@@ -28,6 +28,7 @@ def test_the_check_fails_when_a_sample_drifts(tmp_path: Path) -> None:
     assert samples.normalise("p50 52.5 us, id 1a2b3c4d5e6f7a8b") == samples.normalise(
         "p50 136.1 us, id 0123456789abcdef"
     )
+    assert samples.normalise("udp   563 us   991 us") == samples.normalise("udp  1.2 ms  15 ms")
     assert samples.normalise("route: udp") != samples.normalise("route: xdp")
     names = {name for _, name, _ in samples.blocks()}
     assert names == set(samples.SAMPLES), names ^ set(samples.SAMPLES)

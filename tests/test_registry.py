@@ -144,8 +144,9 @@ def test_xdp_needs_the_kernel_socket_on_the_interface_address(
 def test_doctor_report_shape_and_json() -> None:
     report = doctor_report(load_config({}))
     assert json.loads(json.dumps(report)) == report
-    assert list(report) == ["config", "ok", "transports", "security"]
+    assert list(report) == ["config", "ok", "engine", "transports", "security"]
     assert report["ok"] is True and report["security"]["ok"] is True
+    assert report["engine"]["ok"] is True and report["engine"]["name"] == "python"
     assert list(report["transports"]) == list(ALL_TRANSPORTS)
     for entry in report["transports"].values():
         assert set(entry) == {"available", "reason", "kernel_bypass", "checks"}
@@ -163,7 +164,7 @@ def test_format_doctor() -> None:
     lines = text.splitlines()
     heads = [line for line in lines if not line.startswith(" ")]
     assert heads[0] == "configuration: <dict>"
-    assert [h.split()[0] for h in heads[1:]] == [*ALL_TRANSPORTS, "security"]
+    assert [h.split()[0] for h in heads[1:]] == ["engine", *ALL_TRANSPORTS, "security"]
     assert any(h.startswith("udp") and "available" in h for h in heads)
     assert any(line.strip() == "socket_bind: yes" for line in lines)
     assert "transports.xdp.interface is not set" in text
