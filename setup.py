@@ -1,5 +1,8 @@
 """Builds the native parts; everything else is pyproject.
 
+- insane.engine._engine (insane/engine/src/*.c, on OpenSSL's libcrypto): the native data
+  plane; optional (the Python one stands in), C11 with -Wall -Wextra -Werror.
+  INSANE_ENGINE_CFLAGS adds flags (the sanitizer build: .ci/engine-sanitize).
 - insane._speedups (insane/_speedups.c): per-message fast paths; optional, Python stands in.
 - insane._xdp (insane/native/_xdp.c, on libxdp and libbpf) and the XDP program it attaches
   (insane/native/xdp_redirect.bpf.c, compiled with clang for BPF into xdp_redirect.bpf.o):
@@ -10,7 +13,9 @@
   net_af_xdp, net_tap, PCI NICs) are loaded by the EAL at run time.
 """
 
+import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sysconfig
@@ -76,6 +81,21 @@ extensions = [
         optional=True,  # without a compiler, insane.protocol.speedups falls back to Python
     )
 ]
+ENGINE_SOURCES = sorted(
+    f for f in glob.glob("insane/engine/src/*.c") if not os.path.basename(f).startswith("fuzz_")
+)
+extensions.append(
+    Extension(
+        "insane.engine._engine",
+        sources=ENGINE_SOURCES,
+        depends=glob.glob("insane/engine/src/*.h"),
+        libraries=["crypto"],
+        extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"]
+        + shlex.split(os.environ.get("INSANE_ENGINE_CFLAGS", "")),
+        extra_link_args=shlex.split(os.environ.get("INSANE_ENGINE_LDFLAGS", "")),
+        optional=True,  # without a compiler or libcrypto's headers, INSANE_ENGINE=python
+    )
+)
 if have_xdp_headers():
     extensions.append(
         Extension(

@@ -54,6 +54,11 @@ _REASSEMBLY_HEADROOM = 65536
 class PeerNode(Inbound, Outbound):
     """The data plane of one session (see the module docstring)."""
 
+    #: The parts an engine may replace with its own of the same interface (insane/engine).
+    sealer_class: type[security.Sealer] = security.Sealer
+    opener_class: type[security.Opener] = security.Opener
+    links_class: type[ReliableLinks] = ReliableLinks
+
     def __init__(
         self,
         peer_id: int,
@@ -81,7 +86,7 @@ class PeerNode(Inbound, Outbound):
         self._wall_clock = wall_clock  # (a previous key's acceptance ends at a wall time)
         self.router = router or Router()
         self.router.on_change = self.routes_changed
-        self.links = ReliableLinks(streams)
+        self.links = self.links_class(streams)
         self._header = wire.encode_header(domain, peer_id)
         self._dgram_limit = self._max_body = self._chunk = 0
         self._fragmenter = Fragmenter()
@@ -97,8 +102,8 @@ class PeerNode(Inbound, Outbound):
         self._window = DEFAULT_WINDOW
         self._stalled = set()
         self._blocked_since = {}
-        self._sealer = security.Sealer(keyring, encrypt) if keyring else None
-        self._opener = security.Opener(keyring, encrypt) if keyring else None
+        self._sealer = self.sealer_class(keyring, encrypt) if keyring else None
+        self._opener = self.opener_class(keyring, encrypt) if keyring else None
         self._identities = identities
         # With identities: what each sender (peer id) may publish, learnt from its key.
         self._sender_perms: dict[int, Permissions] = {}

@@ -89,6 +89,10 @@ class StaleStream(wire.WireError):
 
 
 class ReliableLinks:
+    #: The stream classes (an engine puts its own behind the same interface).
+    send_stream_class: type[SendStream] = SendStream
+    receive_stream_class: type[ReceiveStream] = ReceiveStream
+
     def __init__(self, config: StreamSettings, transport: str = "udp") -> None:
         self.config = config
         self.tx: dict[tuple[int, int], SendStream] = {}
@@ -114,7 +118,7 @@ class ReliableLinks:
         s = self.tx.get(key)
         if s is None:
             c = self.config
-            s = self.tx[key] = SendStream(
+            s = self.tx[key] = self.send_stream_class(
                 c.retransmit_bytes, c.retransmit_age, count_messages=wire.count_messages
             )
         return s
@@ -175,7 +179,7 @@ class ReliableLinks:
             held, lost = out, self._lost_data(sender, kind, gaps, self._rx_epoch[key])
             retired.append(self._rx_epoch[key])
         c = self.config
-        r = self.rx[key] = ReceiveStream(is_ordered(kind), c.nack_delay, c.nack_interval)
+        r = self.rx[key] = self.receive_stream_class(is_ordered(kind), c.nack_delay, c.nack_interval)
         self._rx_epoch[key] = epoch
         self._acked.pop(key, None)
         return r, held, lost
