@@ -131,6 +131,15 @@ def strict_skip(reason: str) -> None:
     pytest.skip(reason)
 
 
+def engine_built() -> None:
+    """Skip (fail under ``INSANE_CI_STRICT=1``) unless the native engine was built."""
+    from insane.qos.engine import why_not_native
+
+    why = why_not_native()
+    if why:
+        strict_skip(f"{why}: it needs a C compiler and libcrypto's headers (libssl-dev)")
+
+
 @functools.cache
 def _probe_netns() -> str | None:
     """Try once per process to build what :class:`Lan` builds; the error text, or None."""

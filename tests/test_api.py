@@ -174,13 +174,31 @@ async def test_an_engine_there_is_not_fails_connect_before_anything_opens(
     opened: list[object] = []
     real = socket.socket
     monkeypatch.setattr(socket, "socket", lambda *a, **k: opened.append(a) or real(*a, **k))
-    monkeypatch.setenv("INSANE_ENGINE", "native")
+    monkeypatch.setenv("INSANE_ENGINE", "warp")
     with pytest.raises(insane.ConfigError, match=r"INSANE_ENGINE \(environment\): expected one of"):
         await insane.connect({"domain": random.randrange(1, 2**32)})
     assert opened == []
     monkeypatch.setenv("INSANE_ENGINE", "python")
     async with await insane.connect({"domain": random.randrange(1, 2**32)}) as s:
         assert s.engine == "python"
+
+
+async def test_without_the_native_engine_built_python_stands_in_and_native_fails_fast(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import insane.engine
+
+    monkeypatch.setattr(insane.engine, "_module", None)
+    monkeypatch.setattr(insane.engine, "_error", ImportError("the native engine was not built (x)"))
+    monkeypatch.setenv("INSANE_ENGINE", "")
+    async with await insane.connect({"domain": random.randrange(1, 2**32)}) as s:
+        assert s.engine == "python"
+    monkeypatch.setenv("INSANE_ENGINE", "native")
+    with pytest.raises(
+        insane.ConfigError,
+        match=r"^INSANE_ENGINE \(environment\): native, but the native engine was not built \(x\)$",
+    ):
+        await insane.connect({"domain": random.randrange(1, 2**32)})
 
 
 async def test_connect_as_context_manager() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netns import engine_built
 
 CLI = [sys.executable, "-m", "insane.cli"]
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -130,21 +131,32 @@ def test_doctor_checks_the_security_section_as_connect_does(tmp_path: Path) -> N
 
 
 def test_doctor_names_the_data_plane_and_fails_on_an_engine_there_is_not() -> None:
+    from insane.engine import native
+    from insane.engine.node import NATIVE_PARTS
+
+    engine_built()
     r = run("doctor", env={"INSANE_ENGINE": ""})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.splitlines()[1:4] == [
-        "engine python  the data plane in use (default; engines here: python)",
-        "      implementation: insane.protocol.node:PeerNode",
+    assert r.stdout.splitlines()[1:5] == [
+        "engine native  the data plane in use (default; engines here: native, python)",
+        "      implementation: insane.engine.node:NativeNode",
+        f"      native_engine: built ({native().OPENSSL_VERSION}); parts in C: "
+        f"{', '.join(NATIVE_PARTS) or 'none yet'}",
         f"      per_message_helpers: {_helpers()}",
     ]
-    r = run("doctor", "--json", env={"INSANE_ENGINE": "native"})
+    r = run("doctor", env={"INSANE_ENGINE": "python"})
+    assert r.stdout.splitlines()[1:3] == [
+        "engine python  the data plane in use (INSANE_ENGINE; engines here: native, python)",
+        "      implementation: insane.protocol.node:PeerNode",
+    ]
+    r = run("doctor", "--json", env={"INSANE_ENGINE": "warp"})
     assert r.returncode == 1
     report = json.loads(r.stdout)
     assert report["ok"] is False and report["engine"]["ok"] is False
-    expected = "INSANE_ENGINE (environment): expected one of python, got 'native'"
+    expected = "INSANE_ENGINE (environment): expected one of native, python, got 'warp'"
     assert report["engine"]["reason"] == expected
     # connect() fails the same way, before it opens anything: one line, exit 2
-    one_line_error(run("pub", "a", "x", env={"INSANE_ENGINE": "native"}), 2, expected)
+    one_line_error(run("pub", "a", "x", env={"INSANE_ENGINE": "warp"}), 2, expected)
 
 
 def _helpers() -> str:

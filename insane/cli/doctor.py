@@ -15,7 +15,7 @@ from typing import Any
 
 from insane.protocol import speedups
 from insane.qos import Config, ConfigError
-from insane.qos.engine import ENGINES, engine_name
+from insane.qos.engine import ENGINES, engine_name, why_not_native
 from insane.qos.keys import load_identities, load_keyring
 from insane.transports.registry import probe_all
 
@@ -51,10 +51,26 @@ def _engine() -> dict[str, Any]:
         name = engine_name()
     except ConfigError as exc:
         return {"ok": False, "name": None, "reason": str(exc), "checks": {}}
-    checks = {"implementation": ENGINES[name], "per_message_helpers": helpers}
+    checks = {
+        "implementation": ENGINES[name],
+        "native_engine": _native_engine(),
+        "per_message_helpers": helpers,
+    }
     how = "INSANE_ENGINE" if os.environ.get("INSANE_ENGINE", "").strip() else "default"
     reason = f"the data plane in use ({how}; engines here: {', '.join(sorted(ENGINES))})"
     return {"ok": True, "name": name, "reason": reason, "checks": checks}
+
+
+def _native_engine() -> str:
+    """Whether the native engine was built, with what, and which parts it runs in C."""
+    why = why_not_native()
+    if why:
+        return why
+    from insane.engine import native
+    from insane.engine.node import NATIVE_PARTS
+
+    parts = ", ".join(NATIVE_PARTS) or "none yet"
+    return f"built ({native().OPENSSL_VERSION}); parts in C: {parts}"
 
 
 def doctor_report(config: Config) -> dict[str, Any]:

@@ -179,7 +179,8 @@ class ReliableLinks:
             held, lost = out, self._lost_data(sender, kind, gaps, self._rx_epoch[key])
             retired.append(self._rx_epoch[key])
         c = self.config
-        r = self.rx[key] = self.receive_stream_class(is_ordered(kind), c.nack_delay, c.nack_interval)
+        make = self.receive_stream_class
+        r = self.rx[key] = make(is_ordered(kind), c.nack_delay, c.nack_interval)
         self._rx_epoch[key] = epoch
         self._acked.pop(key, None)
         return r, held, lost
