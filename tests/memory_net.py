@@ -7,8 +7,11 @@ Each `MemoryPeer` is what a session builds (a `Discovery`, a `ChannelTable` and 
 clock from one deadline to the next, so a scenario of minutes runs in milliseconds, and the same
 seed gives the same datagrams in the same order.
 
-The network: every datagram arrives ``delay`` after it is sent, unless it is lost (a seeded
-draw against ``loss``) or a link is cut (`cut`); a cut link drops both ways, like a partition.
+The network: every datagram arrives ``delay`` after it is sent (plus a seeded draw of up to
+``jitter``, which reorders), unless it is lost (a seeded draw against ``loss``) or a link is cut
+(`cut`); a cut link drops both ways, like a partition. A datagram may also arrive twice
+(``duplicate``). The nodes are of the engine ``engine`` names (default: the one
+``INSANE_ENGINE`` chooses), sealed with ``keyring`` where one is given.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from insane.control.discovery import (
     PeerSuspect,
     PeerUp,
 )
+from insane.protocol import security
 from insane.protocol.node import PeerNode
 from insane.protocol.node_base import Report, Room
 from insane.protocol.router import LocalSub, Router
 from insane.qos.channels import ChannelTable
+from insane.qos.engine import node_class
 from insane.transports.base import Address, TransportCapability
 
 TICK = 0.05  # the driver's control-plane tick
@@ -139,11 +144,26 @@ class MemoryNet:
     """The peers, the clock and the datagrams in flight (see the module docstring)."""
 
     def __init__(
-        self, seed: int = 1, *, delay: float = 0.0001, loss: float = 0.0, config: Any = None
+        self,
+        seed: int = 1,
+        *,
+        delay: float = 0.0001,
+        loss: float = 0.0,
+        config: Any = None,
+        jitter: float = 0.0,
+        duplicate: float = 0.0,
+        engine: str | None = None,
+        keyring: security.Keyring | None = None,
+        encrypt: bool = False,
     ) -> None:
         self.now = 0.0
         self.delay = delay
         self.loss = loss
+        self.jitter = jitter
+        self.duplicate = duplicate
+        self.node_class = node_class(engine)
+        self.keyring = keyring
+        self.encrypt = encrypt
         self.rng = random.Random(seed)
         random.seed(seed)  # (stream epochs come from the random module)
         self._seed = seed
@@ -176,7 +196,10 @@ class MemoryNet:
         )
         disc._secret = rng.randbytes(32)  # (cookies the same on every run)
         channels = ChannelTable(cfg, {"udp": TransportCapability("udp", True)}, None)
-        node = PeerNode(
+        keyring = None
+        if self.keyring is not None:  # (each node its own, as each process has)
+            keyring = security.Keyring(self.keyring.current, list(self.keyring.previous))
+        node = self.node_class(
             peer_id,
             cfg.domain,
             control=disc,
@@ -187,6 +210,8 @@ class MemoryNet:
             wall_clock=lambda: self.now,
             max_payload=1 << 24,
             router=Router(random.Random(rng.getrandbits(32))),
+            keyring=keyring,
+            encrypt=self.encrypt,
         )
         node.set_datagram_limit(MTU)
         peer = MemoryPeer(self, name, addr, disc, channels, node, _next_tick=self.now)
@@ -221,8 +246,12 @@ class MemoryNet:
                 ):
                     self.dropped += 1
                     continue
-                item = (self.now + self.delay, next(self._order), data, src.addr, dst)
-                heapq.heappush(self._flight, item)
+                copies = 2 if self.duplicate and self.rng.random() < self.duplicate else 1
+                for _ in range(copies):
+                    at = self.now + self.delay
+                    if self.jitter:
+                        at += self.rng.random() * self.jitter
+                    heapq.heappush(self._flight, (at, next(self._order), data, src.addr, dst))
 
     def after_step(self) -> None:
         """What the end of an event-loop turn does: flush every node, put it on the wire."""

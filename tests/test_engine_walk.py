@@ -40,13 +40,18 @@ def datagrams(draw: st.DrawFn) -> bytes:
     body = b"".join(wire.frame(t, b, f) for t, f, b in draw(frames))
     head = wire.encode_header(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**64 - 1)))
     if draw(st.booleans()):
-        head += struct.pack("!BBHQ", wire.POSITION, draw(st.integers(0, 255)), 8,
-                            draw(st.integers(0, 2**64 - 1)))
+        head += struct.pack(
+            "!BBHQ", wire.POSITION, draw(st.integers(0, 255)), 8, draw(st.integers(0, 2**64 - 1))
+        )
     data = head + body
     if draw(st.booleans()):
         seq_at = len(head)
-        seq = wire.seq_frame(draw(st.integers(0, 3)), draw(st.integers(0, 2**32 - 1)),
-                             draw(st.integers(0, 2**64 - 1)), 0)
+        seq = wire.seq_frame(
+            draw(st.integers(0, 3)),
+            draw(st.integers(0, 2**32 - 1)),
+            draw(st.integers(0, 2**64 - 1)),
+            0,
+        )
         data = head + seq + body
         total = struct.pack("!I", len(data))
         data = data[: seq_at + 17] + total + data[seq_at + 21 :]
