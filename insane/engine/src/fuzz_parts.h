@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FUZZ_PARTS(X)
+#define FUZZ_PARTS(X) X(aead)
 
 #define FUZZ_DECLARE(part) int part##_fuzz_one(const uint8_t *data, size_t len);
 FUZZ_PARTS(FUZZ_DECLARE)

@@ -6,7 +6,8 @@
 
 #define ENGINE_PARTS(X) \
     X(info) \
-    X(walk)
+    X(walk) \
+    X(aead)
 
 #define ENGINE_DECLARE(part) int engine_add_##part(PyObject *module);
 ENGINE_PARTS(ENGINE_DECLARE)
