@@ -61,6 +61,7 @@ class Router:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
         self._local: dict[int, LocalSub] = {}
+        self._interest: dict[int, InterestEntry] = {}  # (the local subscriptions, as told)
         self._remote: dict[int, list[InterestEntry]] = {}
         #: Peers that are suspect (silent or unreachable): kept in plain plans, so what they
         #: subscribe to is still numbered and buffered for them, but given no queue-group work
@@ -84,16 +85,18 @@ class Router:
 
     def add_local(self, sub: LocalSub) -> None:
         self._local[sub.sid] = sub
+        self._interest[sub.sid] = InterestEntry(sub.sid, sub.pattern, sub.queue)
         self._changed()
 
     def remove_local(self, sid: int) -> LocalSub | None:
         sub = self._local.pop(sid, None)
+        self._interest.pop(sid, None)
         if sub is not None:
             self._changed()
         return sub
 
     def local_interest(self) -> list[InterestEntry]:
-        return [InterestEntry(s.sid, s.pattern, s.queue) for s in self._local.values()]
+        return list(self._interest.values())
 
     def set_remote(self, peer_id: int, entries: list[InterestEntry]) -> None:
         self._remote[peer_id] = entries

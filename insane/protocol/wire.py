@@ -234,14 +234,24 @@ def decode_u32(body: memoryview) -> int:
 
 
 def encode_interest_body(version: int, entries: list[InterestEntry]) -> bytes:
+    """The whole interest, sent again at every change: each entry is encoded once and kept
+    (a session with thousands of subscriptions re-encodes none of them per subscribe)."""
+    cache = _interest_entries
+    if len(cache) > 4 * len(entries) + 1024:
+        cache.clear()
     parts = [_INTEREST_HEAD.pack(version, len(entries))]
     for e in entries:
-        p = e.pattern.encode()
-        q = e.queue.encode()
-        parts.append(_INTEREST_ENTRY.pack(e.sid, len(p), len(q)))
-        parts.append(p)
-        parts.append(q)
+        kept = cache.get(e.sid)
+        if kept is None or kept[0] is not e:
+            p = e.pattern.encode()
+            q = e.queue.encode()
+            kept = cache[e.sid] = (e, _INTEREST_ENTRY.pack(e.sid, len(p), len(q)) + p + q)
+        parts.append(kept[1])
     return b"".join(parts)
+
+
+#: sid -> (the entry, its encoding); an entry is kept as one object while it lasts (Router).
+_interest_entries: dict[int, tuple[InterestEntry, bytes]] = {}
 
 
 def decode_interest(body: memoryview | bytes) -> tuple[int, list[InterestEntry]]:
