@@ -13,10 +13,11 @@ from insane.engine import native
 from insane.protocol import security
 from insane.protocol.node import PeerNode
 from insane.protocol.node_base import Datagrams
+from insane.protocol.reliability import SendStream
 from insane.protocol.reliable_links import ReliableLinks
 
 #: The parts this engine runs in C.
-NATIVE_PARTS: tuple[str, ...] = ("aead",)
+NATIVE_PARTS: tuple[str, ...] = ("aead", "txstream")
 
 
 def _part(name: str, reference: type) -> Any:
@@ -30,6 +31,8 @@ def _part(name: str, reference: type) -> Any:
 
 class NativeLinks(ReliableLinks):
     """The reliable links, on the engine's streams."""
+
+    send_stream_class = _part("SendStream", SendStream)
 
 
 class NativeNode(PeerNode):

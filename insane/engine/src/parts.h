@@ -7,7 +7,8 @@
 #define ENGINE_PARTS(X) \
     X(info) \
     X(walk) \
-    X(aead)
+    X(aead) \
+    X(txstream)
 
 #define ENGINE_DECLARE(part) int engine_add_##part(PyObject *module);
 ENGINE_PARTS(ENGINE_DECLARE)
