@@ -12,11 +12,13 @@ from insane.protocol.node import PeerNode
 from insane.protocol.reliable_links import ReliableLinks
 
 #: The parts this engine runs in C.
-NATIVE_PARTS: tuple[str, ...] = ()
+NATIVE_PARTS: tuple[str, ...] = ("rxstream",)
 
 
 class NativeLinks(ReliableLinks):
     """The reliable links, on the engine's streams."""
+
+    receive_stream_class = native().ReceiveStream
 
 
 class NativeNode(PeerNode):

@@ -5,7 +5,8 @@
 #include <Python.h>
 
 #define ENGINE_PARTS(X) \
-    X(info)
+    X(info) \
+    X(rxstream)
 
 #define ENGINE_DECLARE(part) int engine_add_##part(PyObject *module);
 ENGINE_PARTS(ENGINE_DECLARE)
