@@ -402,6 +402,8 @@ static PyObject *take_pending(rxstream *s, PyObject *first)
             }
             PyList_SET_ITEM(list, i++, b);
         }
+        if (i != lead + (Py_ssize_t)n) /* (a finalizer run meanwhile used the stream) */
+            Py_SET_SIZE(list, i);
     }
     rxstream_release(s);
     return list;
@@ -488,18 +490,21 @@ static PyObject *rx_on_tail(PyObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *gap_result(rxstream *s, int whole_ok, uint64_t start, uint64_t end_last,
                             PyObject *messages)
 {
-    PyObject *gaps = PyList_New((Py_ssize_t)s->ngaps);
-    if (gaps == NULL) {
+    /* a copy: building the gaps runs Python code, which might use the stream */
+    size_t n = s->ngaps;
+    rxstream_range *copy = PyMem_Malloc(n * sizeof(*copy) + 1);
+    if (copy == NULL)
+        return no_memory(s);
+    memcpy(copy, s->gaps, n * sizeof(*copy));
+    PyObject *gaps = PyList_New((Py_ssize_t)n);
+    if (gaps == NULL || import_reference() < 0) {
+        Py_XDECREF(gaps);
+        PyMem_Free(copy);
         rxstream_release(s);
         return NULL;
     }
-    if (s->ngaps && import_reference() < 0) {
-        Py_DECREF(gaps);
-        rxstream_release(s);
-        return NULL;
-    }
-    for (size_t g = 0; g < s->ngaps; g++) {
-        uint64_t a = s->gaps[g].first, b = s->gaps[g].last;
+    for (size_t g = 0; g < n; g++) {
+        uint64_t a = copy[g].first, b = copy[g].last;
         int whole = whole_ok && a == start && b == end_last;
         PyObject *pa = PyLong_FromUnsignedLongLong(a);
         PyObject *pb = u64_plus_one(b);
@@ -511,11 +516,13 @@ static PyObject *gap_result(rxstream *s, int whole_ok, uint64_t start, uint64_t 
         Py_XDECREF(pb);
         if (gap == NULL) {
             Py_DECREF(gaps);
+            PyMem_Free(copy);
             rxstream_release(s);
             return NULL;
         }
         PyList_SET_ITEM(gaps, (Py_ssize_t)g, gap);
     }
+    PyMem_Free(copy);
     PyObject *out = take_pending(s, NULL);
     if (out == NULL) {
         Py_DECREF(gaps);
