@@ -13,11 +13,11 @@ from insane.engine import native
 from insane.protocol import security
 from insane.protocol.node import PeerNode
 from insane.protocol.node_base import Datagrams
-from insane.protocol.reliability import SendStream
+from insane.protocol.reliability import ReceiveStream, SendStream
 from insane.protocol.reliable_links import ReliableLinks
 
 #: The parts this engine runs in C.
-NATIVE_PARTS: tuple[str, ...] = ("aead", "txstream")
+NATIVE_PARTS: tuple[str, ...] = ("walk", "aead", "txstream", "rxstream")
 
 
 def _part(name: str, reference: type) -> Any:
@@ -33,6 +33,7 @@ class NativeLinks(ReliableLinks):
     """The reliable links, on the engine's streams."""
 
     send_stream_class = _part("SendStream", SendStream)
+    receive_stream_class = _part("ReceiveStream", ReceiveStream)
 
 
 class NativeNode(PeerNode):

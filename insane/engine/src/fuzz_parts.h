@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define FUZZ_PARTS(X) X(aead) X(txstream)
+#define FUZZ_PARTS(X) X(aead) X(txstream) X(rxstream)
 
 #define FUZZ_DECLARE(part) int part##_fuzz_one(const uint8_t *data, size_t len);
 FUZZ_PARTS(FUZZ_DECLARE)

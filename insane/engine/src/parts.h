@@ -8,7 +8,8 @@
     X(info) \
     X(walk) \
     X(aead) \
-    X(txstream)
+    X(txstream) \
+    X(rxstream)
 
 #define ENGINE_DECLARE(part) int engine_add_##part(PyObject *module);
 ENGINE_PARTS(ENGINE_DECLARE)
