@@ -103,7 +103,7 @@ def run(engine: str, sc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_python_and_native_give_the_same_wire_deliveries_events_and_counters(
     sc: dict[str, Any],
