@@ -76,7 +76,11 @@ class Agent:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
         self.session.error_cb = on_error
-        return {"peer_id": f"{self.session.peer_id:016x}", "addr": list(self.session.address)}
+        return {
+            "peer_id": f"{self.session.peer_id:016x}",
+            "addr": list(self.session.address),
+            "engine": self.session.engine,
+        }
 
     def _s(self) -> insane.Session:
         assert self.session is not None, "connect first"
