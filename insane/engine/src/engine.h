@@ -4,7 +4,9 @@
  *   - core files (aead.c, rxstream.c, ...): plain C11 on libc and libcrypto, no Python.h, so
  *     the fuzzer (fuzz_receive.c) and the sanitizer builds link them alone;
  *   - binding files (py_*.c): the CPython types and functions over a core file; each
- *     exports one `int engine_add_<part>(PyObject *module)` that module.c calls at import.
+ *     exports one `int engine_add_<part>(PyObject *module)` that module.c calls at import;
+ *     py_common.c/.h holds what they share (argument parser, bytes-like access, lazy
+ *     imports of the reference), no part of its own.
  * Every length that comes from the network is checked before it is used.
  */
 #ifndef INSANE_ENGINE_H

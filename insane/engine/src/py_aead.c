@@ -4,8 +4,7 @@
  * Both follow the Keyring they were given: the key table is rebuilt from the keyring's secrets
  * (current, previous) whenever its `_sealing` (Sealer) or `_keys` (Opener) is another object
  * than at the last call, which Keyring.rotate() makes so. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "py_common.h"
 #include <structmember.h>
 
 #include "aead.h"
@@ -23,25 +22,19 @@ static int load_wire(void)
 {
     if (wire_error != NULL)
         return 0;
-    PyObject *wire = PyImport_ImportModule("insane.protocol.wire");
-    if (wire == NULL)
+    static const char *const names[] = {"WireError", "PREFIX", NULL};
+    PyObject *got[2] = {NULL, NULL};
+    if (py_import_attrs("insane.protocol.wire", names, got) < 0)
         return -1;
-    PyObject *err = PyObject_GetAttrString(wire, "WireError");
-    PyObject *prefix = err ? PyObject_GetAttrString(wire, "PREFIX") : NULL;
-    Py_DECREF(wire);
-    if (prefix == NULL) {
-        Py_XDECREF(err);
-        return -1;
-    }
-    if (!PyBytes_Check(prefix) || PyBytes_GET_SIZE(prefix) != 3) {
+    if (!PyBytes_Check(got[1]) || PyBytes_GET_SIZE(got[1]) != 3) {
         PyErr_SetString(PyExc_RuntimeError, "insane.protocol.wire.PREFIX: expected 3 bytes");
-        Py_DECREF(prefix);
-        Py_DECREF(err);
+        Py_DECREF(got[1]);
+        Py_DECREF(got[0]);
         return -1;
     }
-    memcpy(wire_prefix, PyBytes_AS_STRING(prefix), 3);
-    Py_DECREF(prefix);
-    wire_error = err;
+    memcpy(wire_prefix, PyBytes_AS_STRING(got[1]), 3);
+    Py_DECREF(got[1]);
+    wire_error = got[0];
     return 0;
 }
 
@@ -74,78 +67,6 @@ static void raise_status(int status)
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
     }
-}
-
-/* Arguments of a METH_FASTCALL | METH_KEYWORDS method by name into out[0..nmax). */
-static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, const char *const *names, Py_ssize_t nmin,
-                      Py_ssize_t nmax, PyObject **out)
-{
-    if (nargs > nmax) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname,
-                     nmax, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nmax; i++)
-        out[i] = i < nargs ? args[i] : NULL;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t i = 0;
-        while (i < nmax && PyUnicode_CompareWithASCIIString(name, names[i]) != 0)
-            i++;
-        if (i == nmax) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
-                         name);
-            return -1;
-        }
-        if (out[i] != NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
-    for (Py_ssize_t i = 0; i < nmin; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* A bytes-like object's bytes: bytes directly, anything else through a buffer (release it with
- * release_data). */
-typedef struct {
-    const uint8_t *p;
-    size_t len;
-    Py_buffer view;
-    int has_view;
-} data_ref;
-
-static int get_data(PyObject *obj, data_ref *d)
-{
-    d->has_view = 0;
-    if (PyBytes_Check(obj)) {
-        d->p = (const uint8_t *)PyBytes_AS_STRING(obj);
-        d->len = (size_t)PyBytes_GET_SIZE(obj);
-        return 0;
-    }
-    if (PyObject_GetBuffer(obj, &d->view, PyBUF_SIMPLE) < 0)
-        return -1;
-    d->has_view = 1;
-    d->p = d->view.buf;
-    d->len = (size_t)d->view.len;
-    return 0;
-}
-
-static void release_data(data_ref *d)
-{
-    if (d->has_view)
-        PyBuffer_Release(&d->view);
-    d->has_view = 0;
 }
 
 /* The keyring's secrets (current, then previous in order) and their key ids. */
@@ -203,11 +124,11 @@ static int secrets_load(PyObject *keyring, secrets *s)
         goto fail;
     }
     for (Py_ssize_t i = 0; i < s->n; i++) {
-        data_ref d;
-        if (get_data(PyList_GET_ITEM(s->list, i), &d) < 0)
+        py_data d;
+        if (py_data_get(PyList_GET_ITEM(s->list, i), &d) < 0)
             goto fail;
         int rc = aead_key_id(d.p, d.len, s->kids[i]);
-        release_data(&d);
+        py_data_release(&d);
         if (rc != AEAD_OK) {
             raise_status(rc);
             goto fail;
@@ -229,11 +150,11 @@ static int secrets_add(const secrets *s, PyObject *kid, double accept_until, aea
     for (Py_ssize_t i = 0; i < s->n; i++) {
         if (memcmp(s->kids[i], PyBytes_AS_STRING(kid), AEAD_KID_SIZE) != 0)
             continue;
-        data_ref d;
-        if (get_data(PyList_GET_ITEM(s->list, i), &d) < 0)
+        py_data d;
+        if (py_data_get(PyList_GET_ITEM(s->list, i), &d) < 0)
             return -1;
         int rc = aead_keys_add(t, d.p, d.len, accept_until);
-        release_data(&d);
+        py_data_release(&d);
         if (rc < 0) {
             if (rc == AEAD_ERR_ARG)
                 PyErr_Format(PyExc_ValueError, "a key must hold at least %d bytes",
@@ -250,10 +171,8 @@ static int secrets_add(const secrets *s, PyObject *kid, double accept_until, aea
 
 static int set_keyring(PyObject **slot, PyObject *value, PyObject **cached)
 {
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "keyring cannot be deleted");
+    if (py_no_delete(value, "keyring cannot be deleted") < 0)
         return -1;
-    }
     Py_INCREF(value);
     Py_XSETREF(*slot, value);
     Py_CLEAR(*cached);
@@ -364,22 +283,22 @@ static PyObject *sealer_seal(SealerObject *self, PyObject *datagram)
 {
     if (sealer_sync(self) < 0)
         return NULL;
-    data_ref d;
-    if (get_data(datagram, &d) < 0)
+    py_data d;
+    if (py_data_get(datagram, &d) < 0)
         return NULL;
     size_t total = aead_sealed_size(d.len);
     if (total == 0 || total > (size_t)PY_SSIZE_T_MAX) {
-        release_data(&d);
+        py_data_release(&d);
         return PyErr_NoMemory();
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
     if (out == NULL) {
-        release_data(&d);
+        py_data_release(&d);
         return NULL;
     }
     size_t n = 0;
     int rc = aead_seal(&self->core, d.p, d.len, (uint8_t *)PyBytes_AS_STRING(out), total, &n);
-    release_data(&d);
+    py_data_release(&d);
     if (rc != AEAD_OK) {
         Py_DECREF(out);
         raise_status(rc);
@@ -413,10 +332,8 @@ static PyObject *sealer_get_encrypt(SealerObject *self, void *closure)
 static int sealer_set_encrypt(SealerObject *self, PyObject *value, void *closure)
 {
     (void)closure;
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "encrypt cannot be deleted");
+    if (py_no_delete(value, "encrypt cannot be deleted") < 0)
         return -1;
-    }
     int truth = PyObject_IsTrue(value);
     if (truth < 0)
         return -1;
@@ -435,10 +352,8 @@ static PyObject *sealer_get_counter(SealerObject *self, void *closure)
 static int sealer_set_counter(SealerObject *self, PyObject *value, void *closure)
 {
     (void)closure;
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_counter cannot be deleted");
+    if (py_no_delete(value, "_counter cannot be deleted") < 0)
         return -1;
-    }
     unsigned long long v = PyLong_AsUnsignedLongLong(value);
     if (v == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
@@ -654,31 +569,30 @@ static PyObject *open_one(OpenerObject *self, const uint8_t *p, size_t len, doub
     return out;
 }
 
+/* `now`, 0.0 when not given */
 static int parse_now(PyObject *obj, double *now)
 {
     *now = 0.0;
-    if (obj == NULL)
-        return 0;
-    *now = PyFloat_AsDouble(obj);
-    return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
+    return obj == NULL ? 0 : py_double(obj, now);
 }
 
 static PyObject *opener_open(OpenerObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     static const char *const names[] = {"datagram", "now"};
+    static const py_argspec spec = {"open", names, 1, 2, PY_ARGS_AT_MOST};
     PyObject *a[2];
     double now;
-    if (parse_args("open", args, nargs, kwnames, names, 1, 2, a) < 0 || parse_now(a[1], &now) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || parse_now(a[1], &now) < 0)
         return NULL;
     if (opener_sync(self) < 0)
         return NULL;
-    data_ref d;
-    if (get_data(a[0], &d) < 0)
+    py_data d;
+    if (py_data_get(a[0], &d) < 0)
         return NULL;
     int status = 0, k = 0;
     PyObject *out = open_one(self, d.p, d.len, now, &status, &k);
-    release_data(&d);
+    py_data_release(&d);
     if (out == NULL) {
         if (!PyErr_Occurred())
             raise_status(status);
@@ -703,10 +617,11 @@ static PyObject *opener_open_batch(OpenerObject *self, PyObject *const *args, Py
                                    PyObject *kwnames)
 {
     static const char *const names[] = {"batch", "now", "domain"};
+    static const py_argspec spec = {"open_batch", names, 3, 3, PY_ARGS_AT_MOST};
     PyObject *a[3];
     double now;
     uint64_t domain;
-    if (parse_args("open_batch", args, nargs, kwnames, names, 3, 3, a) < 0 ||
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
         parse_now(a[1], &now) < 0 || parse_domain(a[2], &domain) < 0)
         return NULL;
     if (load_wire() < 0 || opener_sync(self) < 0)
@@ -731,8 +646,8 @@ static PyObject *opener_open_batch(OpenerObject *self, PyObject *const *args, Py
             PyErr_SetString(PyExc_TypeError, "open_batch: expected (data, addr) tuples");
             goto fail;
         }
-        data_ref d;
-        if (get_data(data, &d) < 0)
+        py_data d;
+        if (py_data_get(data, &d) < 0)
             goto fail;
         int status = AEAD_OK, k = 0;
         PyObject *out = NULL;
@@ -745,7 +660,7 @@ static PyObject *opener_open_batch(OpenerObject *self, PyObject *const *args, Py
         }
         if (status == AEAD_OK)
             out = open_one(self, d.p, d.len, now, &status, &k);
-        release_data(&d);
+        py_data_release(&d);
         if (out == NULL) {
             if (status < AEAD_ERR_FOREIGN_DOMAIN) { /* no wire error: out of memory, ... */
                 if (!PyErr_Occurred())
@@ -812,10 +727,8 @@ static PyObject *opener_get_require(OpenerObject *self, void *closure)
 static int opener_set_require(OpenerObject *self, PyObject *value, void *closure)
 {
     (void)closure;
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "require_encryption cannot be deleted");
+    if (py_no_delete(value, "require_encryption cannot be deleted") < 0)
         return -1;
-    }
     int truth = PyObject_IsTrue(value);
     if (truth < 0)
         return -1;
@@ -896,17 +809,8 @@ int engine_add_aead(PyObject *module)
     for (int status = AEAD_ERR_TOO_SHORT; status >= AEAD_ERR_FOREIGN_DOMAIN; status--)
         if (intern(&drop_reason[-status], aead_reason(status)) < 0)
             return -1;
-    if (PyType_Ready(&SealerType) < 0 || PyType_Ready(&OpenerType) < 0)
+    if (py_add_type(module, "Sealer", &SealerType) < 0 ||
+        py_add_type(module, "Opener", &OpenerType) < 0)
         return -1;
-    Py_INCREF(&SealerType);
-    if (PyModule_AddObject(module, "Sealer", (PyObject *)&SealerType) < 0) {
-        Py_DECREF(&SealerType);
-        return -1;
-    }
-    Py_INCREF(&OpenerType);
-    if (PyModule_AddObject(module, "Opener", (PyObject *)&OpenerType) < 0) {
-        Py_DECREF(&OpenerType);
-        return -1;
-    }
     return PyModule_AddIntConstant(module, "AEAD_MAX_SENDERS", AEAD_MAX_SENDERS);
 }

@@ -2,8 +2,7 @@
  * for insane.protocol.reliability.ReceiveStream (same constructor, methods, attributes,
  * results), and its live statistics view ReceiveStats. Gaps are the reference's Gap
  * instances. Sequence numbers are the wire's 64-bit ones (see DEVIATIONS below). */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "py_common.h"
 #include <structmember.h>
 
 #include "parts.h"
@@ -14,27 +13,17 @@
  *    they are what the reference makes of them: a duplicate, nothing);
  *  - the times are doubles (an int `now` is taken as a float). */
 
-static PyObject *gap_class;   /* insane.protocol.reliability.Gap, imported on first use */
-static PyObject *stats_class; /* ... ReceiveStats (for == with the reference's) */
-static PyObject *two_64;      /* 2**64 */
+/* insane.protocol.reliability's Gap and ReceiveStats (for == with the reference's), imported
+ * on first use */
+static PyObject *reference[2];
+#define gap_class reference[0]
+#define stats_class reference[1]
+static PyObject *two_64; /* 2**64 */
 
 static int import_reference(void)
 {
-    if (gap_class != NULL)
-        return 0;
-    PyObject *mod = PyImport_ImportModule("insane.protocol.reliability");
-    if (mod == NULL)
-        return -1;
-    PyObject *gap = PyObject_GetAttrString(mod, "Gap");
-    PyObject *stats = gap ? PyObject_GetAttrString(mod, "ReceiveStats") : NULL;
-    Py_DECREF(mod);
-    if (stats == NULL) {
-        Py_XDECREF(gap);
-        return -1;
-    }
-    gap_class = gap;
-    stats_class = stats;
-    return 0;
+    static const char *const names[] = {"Gap", "ReceiveStats", NULL};
+    return py_import_attrs("insane.protocol.reliability", names, reference);
 }
 
 /* ------------------------------------------------------------------ numbers */
@@ -79,60 +68,6 @@ static int parse_u64(PyObject *o, uint64_t *v)
         return 1;
     }
     *v = u;
-    return 0;
-}
-
-static int parse_time(PyObject *o, double *t)
-{
-    if (PyFloat_CheckExact(o)) {
-        *t = PyFloat_AS_DOUBLE(o);
-        return 0;
-    }
-    *t = PyFloat_AsDouble(o);
-    return *t == -1.0 && PyErr_Occurred() ? -1 : 0;
-}
-
-/* Arguments of a METH_FASTCALL | METH_KEYWORDS method, by position or name (borrowed). */
-static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, const char *const *names, int nreq, int nmax,
-                      PyObject **out)
-{
-    for (int i = 0; i < nmax; i++)
-        out[i] = NULL;
-    if (nargs > nmax) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname,
-                     nmax, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        out[i] = args[i];
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
-        if (name == NULL)
-            return -1;
-        int j = 0;
-        while (j < nmax && strcmp(names[j], name) != 0)
-            j++;
-        if (j == nmax) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%s'", fname,
-                         name);
-            return -1;
-        }
-        if (out[j] != NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         name);
-            return -1;
-        }
-        out[j] = args[nargs + k];
-    }
-    for (int i = 0; i < nreq; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
     return 0;
 }
 
@@ -212,10 +147,8 @@ static int lost_set(rxstream_stats *st, PyObject *v)
     static int stats_set_##name(PyObject *self, PyObject *v, void *closure)      \
     {                                                                            \
         (void)closure;                                                           \
-        if (v == NULL) {                                                         \
-            PyErr_SetString(PyExc_AttributeError, "cannot delete " #name);       \
+        if (py_no_delete(v, "cannot delete " #name) < 0)                         \
             return -1;                                                           \
-        }                                                                        \
         long long x = PyLong_AsLongLong(v);                                      \
         if (x == -1 && PyErr_Occurred())                                         \
             return -1;                                                           \
@@ -236,10 +169,8 @@ static PyObject *stats_get_lost(PyObject *self, void *closure)
 static int stats_set_lost(PyObject *self, PyObject *v, void *closure)
 {
     (void)closure;
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete lost");
+    if (py_no_delete(v, "cannot delete lost") < 0)
         return -1;
-    }
     return lost_set(((StatsObject *)self)->p, v);
 }
 
@@ -413,16 +344,11 @@ static PyObject *rx_on_data(PyObject *self, PyObject *const *args, Py_ssize_t na
                             PyObject *kwnames)
 {
     static const char *const names[] = {"seq", "datagram", "now"};
+    static const py_argspec spec = {"on_data", names, 3, 3, PY_ARGS_AT_MOST};
     rxstream *s = &((RxObject *)self)->s;
     PyObject *a[3];
-    if (nargs != 3 || kwnames != NULL) {
-        if (parse_args("on_data", args, nargs, kwnames, names, 3, 3, a) < 0)
-            return NULL;
-    } else {
-        a[0] = args[0];
-        a[1] = args[1];
-        a[2] = args[2];
-    }
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
     uint64_t seq;
     int r = parse_u64(a[0], &seq);
     if (r == -2)
@@ -432,20 +358,14 @@ static PyObject *rx_on_data(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     double now;
-    if (parse_time(a[2], &now) < 0)
+    if (py_double(a[2], &now) < 0)
         return NULL;
     PyObject *dgram = a[1];
-    int rc;
-    if (PyBytes_CheckExact(dgram)) {
-        rc = rxstream_on_data(s, seq, (const uint8_t *)PyBytes_AS_STRING(dgram),
-                              (size_t)PyBytes_GET_SIZE(dgram), now);
-    } else {
-        Py_buffer view;
-        if (PyObject_GetBuffer(dgram, &view, PyBUF_SIMPLE) < 0)
-            return NULL;
-        rc = rxstream_on_data(s, seq, view.buf, (size_t)view.len, now);
-        PyBuffer_Release(&view);
-    }
+    py_data d;
+    if (py_data_get(dgram, &d) < 0)
+        return NULL;
+    int rc = rxstream_on_data(s, seq, d.p, d.len, now);
+    py_data_release(&d);
     switch (rc) {
     case RXSTREAM_DELIVER:
         return take_pending(s, dgram);
@@ -466,8 +386,9 @@ static PyObject *rx_on_tail(PyObject *self, PyObject *const *args, Py_ssize_t na
                             PyObject *kwnames)
 {
     static const char *const names[] = {"last", "now"};
+    static const py_argspec spec = {"on_tail", names, 2, 2, PY_ARGS_AT_MOST};
     PyObject *a[2];
-    if (parse_args("on_tail", args, nargs, kwnames, names, 2, 2, a) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
     uint64_t last;
     int r = parse_u64(a[0], &last);
@@ -478,7 +399,7 @@ static PyObject *rx_on_tail(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     double now;
-    if (parse_time(a[1], &now) < 0)
+    if (py_double(a[1], &now) < 0)
         return NULL;
     if (r == 0)
         rxstream_on_tail(&((RxObject *)self)->s, last, now);
@@ -545,9 +466,10 @@ static PyObject *rx_on_gap(PyObject *self, PyObject *const *args, Py_ssize_t nar
                            PyObject *kwnames)
 {
     static const char *const names[] = {"start", "end", "now", "messages"};
+    static const py_argspec spec = {"on_gap", names, 3, 4, PY_ARGS_AT_MOST};
     rxstream *s = &((RxObject *)self)->s;
     PyObject *a[4];
-    if (parse_args("on_gap", args, nargs, kwnames, names, 3, 4, a) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
     PyObject *messages = a[3] ? a[3] : Py_None;
     uint64_t start, end;
@@ -558,7 +480,7 @@ static PyObject *rx_on_gap(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (re == -2)
         return NULL;
     double now;
-    if (parse_time(a[2], &now) < 0)
+    if (py_double(a[2], &now) < 0)
         return NULL;
     /* A missing range r (1 <= r.first, r.last <= 2**64-1) counts where r.last >= start and
      * r.first < end: none when start > 2**64-1 or end < 2. A start below 0 is 0 (a gap
@@ -585,12 +507,13 @@ static PyObject *rx_abandon(PyObject *self, PyObject *const *args, Py_ssize_t na
                             PyObject *kwnames)
 {
     static const char *const names[] = {"now"};
+    static const py_argspec spec = {"abandon", names, 1, 1, PY_ARGS_AT_MOST};
     rxstream *s = &((RxObject *)self)->s;
     PyObject *a[1];
-    if (parse_args("abandon", args, nargs, kwnames, names, 1, 1, a) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
     double now;
-    if (parse_time(a[0], &now) < 0)
+    if (py_double(a[0], &now) < 0)
         return NULL;
     if (rxstream_abandon(s, now) < 0)
         return no_memory(s);
@@ -630,12 +553,13 @@ static PyObject *rx_nack_due(PyObject *self, PyObject *const *args, Py_ssize_t n
                              PyObject *kwnames)
 {
     static const char *const names[] = {"now"};
+    static const py_argspec spec = {"nack_due", names, 1, 1, PY_ARGS_AT_MOST};
     rxstream *s = &((RxObject *)self)->s;
     PyObject *a[1];
-    if (parse_args("nack_due", args, nargs, kwnames, names, 1, 1, a) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
     double now;
-    if (parse_time(a[0], &now) < 0)
+    if (py_double(a[0], &now) < 0)
         return NULL;
     if (!rxstream_nack_due(s, now))
         return PyList_New(0);
@@ -646,8 +570,9 @@ static PyObject *rx_next_timer(PyObject *self, PyObject *const *args, Py_ssize_t
                                PyObject *kwnames)
 {
     static const char *const names[] = {"now"};
+    static const py_argspec spec = {"next_timer", names, 1, 1, PY_ARGS_AT_MOST};
     PyObject *a[1];
-    if (parse_args("next_timer", args, nargs, kwnames, names, 1, 1, a) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
     double when;
     if (!rxstream_next_timer(&((RxObject *)self)->s, &when))
@@ -736,15 +661,6 @@ static PyObject *get_stats(PyObject *self, void *c)
     return Py_NewRef((PyObject *)o->stats);
 }
 
-static int no_delete(PyObject *v, const char *name)
-{
-    if (v == NULL) {
-        PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *get_nack_delay(PyObject *self, void *c)
 {
     (void)c;
@@ -754,9 +670,9 @@ static PyObject *get_nack_delay(PyObject *self, void *c)
 static int set_nack_delay(PyObject *self, PyObject *v, void *c)
 {
     (void)c;
-    if (no_delete(v, "nack_delay") < 0)
+    if (py_no_delete(v, "cannot delete nack_delay") < 0)
         return -1;
-    return parse_time(v, &((RxObject *)self)->s.nack_delay);
+    return py_double(v, &((RxObject *)self)->s.nack_delay);
 }
 
 static PyObject *get_nack_interval(PyObject *self, void *c)
@@ -768,9 +684,9 @@ static PyObject *get_nack_interval(PyObject *self, void *c)
 static int set_nack_interval(PyObject *self, PyObject *v, void *c)
 {
     (void)c;
-    if (no_delete(v, "nack_interval") < 0)
+    if (py_no_delete(v, "cannot delete nack_interval") < 0)
         return -1;
-    return parse_time(v, &((RxObject *)self)->s.nack_interval);
+    return py_double(v, &((RxObject *)self)->s.nack_interval);
 }
 
 static PyObject *get_max_held_bytes(PyObject *self, void *c)
@@ -782,7 +698,7 @@ static PyObject *get_max_held_bytes(PyObject *self, void *c)
 static int set_max_held_bytes(PyObject *self, PyObject *v, void *c)
 {
     (void)c;
-    if (no_delete(v, "max_held_bytes") < 0)
+    if (py_no_delete(v, "cannot delete max_held_bytes") < 0)
         return -1;
     long long x = PyLong_AsLongLong(v);
     if (x == -1 && PyErr_Occurred())
@@ -833,17 +749,8 @@ int engine_add_rxstream(PyObject *module)
         if (two_64 == NULL)
             return -1;
     }
-    if (PyType_Ready(&StatsType) < 0 || PyType_Ready(&RxType) < 0)
+    if (py_add_type(module, "ReceiveStream", &RxType) < 0 ||
+        py_add_type(module, "ReceiveStats", &StatsType) < 0)
         return -1;
-    Py_INCREF(&RxType);
-    if (PyModule_AddObject(module, "ReceiveStream", (PyObject *)&RxType) < 0) {
-        Py_DECREF(&RxType);
-        return -1;
-    }
-    Py_INCREF(&StatsType);
-    if (PyModule_AddObject(module, "ReceiveStats", (PyObject *)&StatsType) < 0) {
-        Py_DECREF(&StatsType);
-        return -1;
-    }
     return 0;
 }

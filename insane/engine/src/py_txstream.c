@@ -13,8 +13,7 @@
  * instance has no __dict__ (a subclass does): the interpreter's method cache for types
  * without one saves some 20 ns a call.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "py_common.h"
 #include <structmember.h>
 
 #include "parts.h"
@@ -57,28 +56,15 @@ static PyTypeObject SendStats_Type;
 
 /* From the reference module, on first use: new_epoch (the same random draws), Gap, and
  * SendStats (for comparisons). */
-static PyObject *ref_new_epoch, *ref_gap, *ref_stats;
+static PyObject *reference[3];
+#define ref_new_epoch reference[0]
+#define ref_gap reference[1]
+#define ref_stats reference[2]
 
 static int load_reference(void)
 {
-    if (ref_gap != NULL)
-        return 0;
-    PyObject *mod = PyImport_ImportModule("insane.protocol.reliability");
-    if (mod == NULL)
-        return -1;
-    PyObject *e = PyObject_GetAttrString(mod, "new_epoch");
-    PyObject *g = e ? PyObject_GetAttrString(mod, "Gap") : NULL;
-    PyObject *st = g ? PyObject_GetAttrString(mod, "SendStats") : NULL;
-    Py_DECREF(mod);
-    if (st == NULL) {
-        Py_XDECREF(e);
-        Py_XDECREF(g);
-        return -1;
-    }
-    ref_new_epoch = e;
-    ref_stats = st;
-    ref_gap = g;
-    return 0;
+    static const char *const names[] = {"new_epoch", "Gap", "SendStats", NULL};
+    return py_import_attrs("insane.protocol.reliability", names, reference);
 }
 
 /* ------------------------------------------------------------------ conversions */
@@ -105,15 +91,6 @@ static int as_i64(PyObject *o, int64_t *out, int saturate)
     return 0;
 }
 
-static int as_double(PyObject *o, double *out)
-{
-    double v = PyFloat_AsDouble(o);
-    if (v == -1.0 && PyErr_Occurred())
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static PyObject *fail(int rc)
 {
     switch (rc) {
@@ -131,55 +108,6 @@ static PyObject *fail(int rc)
         return NULL;
     }
 }
-
-/* Vectorcall arguments by position or name, into out[0..n-1] (borrowed), all required. */
-static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, const char *const *names, Py_ssize_t n,
-                      PyObject **out)
-{
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError,
-                     "SendStream.%s() takes %zd positional argument%s but %zd %s given", fname,
-                     n + 1, n ? "s" : "", nargs + 1, nargs ? "were" : "was");
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        out[i] = i < nargs ? args[i] : NULL;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t i = 0;
-        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
-            i++;
-        if (i == n) {
-            PyErr_Format(PyExc_TypeError,
-                         "SendStream.%s() got an unexpected keyword argument '%S'", fname, key);
-            return -1;
-        }
-        if (out[i] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "SendStream.%s() got multiple values for argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "SendStream.%s() missing 1 required positional argument: '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-#define PARSE(fname, names, out)                                                           \
-    (nargs == (Py_ssize_t)(sizeof(names) / sizeof *(names)) && kwnames == NULL             \
-         ? (memcpy(out, args, sizeof(out)), 0)                                             \
-         : parse_args(fname, args, nargs, kwnames, names,                                  \
-                      (Py_ssize_t)(sizeof(names) / sizeof *(names)), out))
 
 /* ------------------------------------------------------------------ SendStats */
 
@@ -226,10 +154,8 @@ static PyObject *stats_get(SendStatsObject *self, void *closure)
 
 static int stats_set(SendStatsObject *self, PyObject *value, void *closure)
 {
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete a counter");
+    if (py_no_delete(value, "cannot delete a counter") < 0)
         return -1;
-    }
     int64_t v;
     if (as_i64(value, &v, 0) < 0)
         return -1;
@@ -369,7 +295,7 @@ static PyTypeObject SendStats_Type = {
 
 /* ------------------------------------------------------------------ SendStream: life */
 
-static int py_count(void *ctx, const uint8_t *datagram, size_t len, uint32_t *messages)
+static int count_callback(void *ctx, const uint8_t *datagram, size_t len, uint32_t *messages)
 {
     SendStreamObject *self = ctx;
     PyObject *fn = self->count_messages;
@@ -405,10 +331,8 @@ static int py_count(void *ctx, const uint8_t *datagram, size_t len, uint32_t *me
 static int set_conf(SendStreamObject *self, PyObject *value, void *closure)
 {
     int i = (int)(intptr_t)closure;
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete a stream setting");
+    if (py_no_delete(value, "cannot delete a stream setting") < 0)
         return -1;
-    }
     char *field = (char *)&self->s + conf_fields[i].offset;
     if (conf_fields[i].is_int) {
         int64_t v;
@@ -417,7 +341,7 @@ static int set_conf(SendStreamObject *self, PyObject *value, void *closure)
         memcpy(field, &v, sizeof v);
     } else {
         double v;
-        if (as_double(value, &v) < 0)
+        if (py_double(value, &v) < 0)
             return -1;
         memcpy(field, &v, sizeof v);
     }
@@ -462,7 +386,7 @@ static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL)
         return NULL;
     txstream_init(&self->s);
-    self->s.count = py_count;
+    self->s.count = count_callback;
     self->s.count_ctx = self;
     self->epoch = PyLong_FromLong(1);
     if (self->epoch == NULL || conf_defaults(self) < 0) {
@@ -559,32 +483,32 @@ static PyObject *stream_sent(SendStreamObject *self, PyObject *const *args, Py_s
                              PyObject *kwnames)
 {
     static const char *const names[] = {"seq", "datagram", "now"};
+    static const py_argspec spec = {"SendStream.sent", names, 3, 3, PY_ARGS_METHOD};
     PyObject *a[3];
     int64_t seq;
     double now;
-    if (PARSE("sent", names, a) < 0 || as_i64(a[0], &seq, 0) < 0 || as_double(a[2], &now) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || as_i64(a[0], &seq, 0) < 0 ||
+        py_double(a[2], &now) < 0)
         return NULL;
-    int rc;
-    if (PyBytes_CheckExact(a[1])) {
-        rc = txstream_sent(&self->s, seq, (const uint8_t *)PyBytes_AS_STRING(a[1]),
-                           (size_t)PyBytes_GET_SIZE(a[1]), now);
-    } else {
-        Py_buffer view;
-        if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0)
-            return NULL;
-        /* (copied before anything can run: the count callback may touch the buffer) */
-        uint8_t *copy = view.len ? PyMem_Malloc((size_t)view.len) : NULL;
-        if (view.len && copy == NULL) {
-            PyBuffer_Release(&view);
+    py_data d;
+    if (py_data_get(a[1], &d) < 0)
+        return NULL;
+    const uint8_t *p = d.p;
+    uint8_t *copy = NULL;
+    if (d.has_view && d.len) { /* (copied before anything can run: the count callback may
+                                * touch the buffer) */
+        copy = PyMem_Malloc(d.len);
+        if (copy == NULL) {
+            py_data_release(&d);
             return PyErr_NoMemory();
         }
-        if (view.len)
-            memcpy(copy, view.buf, (size_t)view.len);
-        size_t len = (size_t)view.len;
-        PyBuffer_Release(&view);
-        rc = txstream_sent(&self->s, seq, copy, len, now);
-        PyMem_Free(copy);
+        memcpy(copy, d.p, d.len);
+        p = copy;
     }
+    size_t len = d.len;
+    py_data_release(&d);
+    int rc = txstream_sent(&self->s, seq, p, len, now);
+    PyMem_Free(copy);
     if (rc)
         return fail(rc);
     Py_RETURN_NONE;
@@ -594,12 +518,10 @@ static PyObject *stream_evict_expired(SendStreamObject *self, PyObject *const *a
                               PyObject *kwnames)
 {
     static const char *const names[] = {"now"};
+    static const py_argspec spec = {"SendStream.evict_expired", names, 1, 1, PY_ARGS_METHOD};
     PyObject *a[1];
-    if (PARSE("evict_expired", names, a) < 0)
-        return NULL;
-    PyObject *arg = a[0];
     double now;
-    if (as_double(arg, &now) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || py_double(a[0], &now) < 0)
         return NULL;
     int rc = txstream_evict(&self->s, now);
     if (rc)
@@ -625,12 +547,10 @@ static PyObject *stream_on_ack(SendStreamObject *self, PyObject *const *args, Py
                               PyObject *kwnames)
 {
     static const char *const names[] = {"next_expected"};
+    static const py_argspec spec = {"SendStream.on_ack", names, 1, 1, PY_ARGS_METHOD};
     PyObject *a[1];
-    if (PARSE("on_ack", names, a) < 0)
-        return NULL;
-    PyObject *arg = a[0];
     int64_t ne;
-    if (as_i64(arg, &ne, 1) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || as_i64(a[0], &ne, 1) < 0)
         return NULL;
     return PyBool_FromLong(txstream_on_ack(&self->s, ne));
 }
@@ -691,9 +611,10 @@ static PyObject *stream_on_nack(SendStreamObject *self, PyObject *const *args,
                                 Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"ranges", "now"};
+    static const py_argspec spec = {"SendStream.on_nack", names, 2, 2, PY_ARGS_METHOD};
     PyObject *a[2];
     double now;
-    if (PARSE("on_nack", names, a) < 0 || as_double(a[1], &now) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || py_double(a[1], &now) < 0)
         return NULL;
     if (load_reference() < 0)
         return NULL;
@@ -750,12 +671,10 @@ static PyObject *stream_tail_due(SendStreamObject *self, PyObject *const *args, 
                               PyObject *kwnames)
 {
     static const char *const names[] = {"now"};
+    static const py_argspec spec = {"SendStream.tail_due", names, 1, 1, PY_ARGS_METHOD};
     PyObject *a[1];
-    if (PARSE("tail_due", names, a) < 0)
-        return NULL;
-    PyObject *arg = a[0];
     double now;
-    if (as_double(arg, &now) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || py_double(a[0], &now) < 0)
         return NULL;
     return PyBool_FromLong(txstream_tail_due(&self->s, now));
 }
@@ -764,12 +683,10 @@ static PyObject *stream_tail(SendStreamObject *self, PyObject *const *args, Py_s
                               PyObject *kwnames)
 {
     static const char *const names[] = {"now"};
+    static const py_argspec spec = {"SendStream.tail", names, 1, 1, PY_ARGS_METHOD};
     PyObject *a[1];
-    if (PARSE("tail", names, a) < 0)
-        return NULL;
-    PyObject *arg = a[0];
     double now;
-    if (as_double(arg, &now) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || py_double(a[0], &now) < 0)
         return NULL;
     return PyLong_FromLongLong(txstream_tail(&self->s, now));
 }
@@ -778,12 +695,10 @@ static PyObject *stream_next_timer(SendStreamObject *self, PyObject *const *args
                               PyObject *kwnames)
 {
     static const char *const names[] = {"now"};
+    static const py_argspec spec = {"SendStream.next_timer", names, 1, 1, PY_ARGS_METHOD};
     PyObject *a[1];
-    if (PARSE("next_timer", names, a) < 0)
-        return NULL;
-    PyObject *arg = a[0];
     double now, when;
-    if (as_double(arg, &now) < 0)
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0 || py_double(a[0], &now) < 0)
         return NULL;
     if (!txstream_next_timer(&self->s, now, &when))
         Py_RETURN_NONE;
@@ -829,10 +744,8 @@ static PyObject *get_epoch(SendStreamObject *self, void *c)
 static int set_epoch(SendStreamObject *self, PyObject *v, void *c)
 {
     (void)c;
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete epoch");
+    if (py_no_delete(v, "cannot delete epoch") < 0)
         return -1;
-    }
     Py_SETREF(self->epoch, Py_NewRef(v));
     return 0;
 }
@@ -850,10 +763,8 @@ static PyObject *get_i64(SendStreamObject *self, void *c)
 
 static int set_i64(SendStreamObject *self, PyObject *value, void *c)
 {
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete a stream setting");
+    if (py_no_delete(value, "cannot delete a stream setting") < 0)
         return -1;
-    }
     int64_t v;
     if (as_i64(value, &v, (int)((uintptr_t)c & 1)) < 0)
         return -1;
@@ -877,10 +788,8 @@ static PyObject *get_stats(SendStreamObject *self, void *c)
 static int set_stats(SendStreamObject *self, PyObject *value, void *c)
 {
     (void)c;
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete stats");
+    if (py_no_delete(value, "cannot delete stats") < 0)
         return -1;
-    }
     txstream_stats st;
     for (int i = 0; i < NSTATS; i++) {
         PyObject *v = PyObject_GetAttrString(value, stats_names[i]);
@@ -921,10 +830,8 @@ static int set_detail(SendStreamObject *self, PyObject *value, void *c)
 {
     (void)c;
     int64_t v;
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete _discard_detail");
+    if (py_no_delete(value, "cannot delete _discard_detail") < 0)
         return -1;
-    }
     if (as_i64(value, &v, 0) < 0)
         return -1;
     if (v < 0 || (uint64_t)v > TXSTREAM_DISCARD_DETAIL) {
@@ -989,10 +896,8 @@ static PyTypeObject SendStream_Type = {
 
 int engine_add_txstream(PyObject *module)
 {
-    if (PyType_Ready(&SendStats_Type) < 0 || PyType_Ready(&SendStream_Type) < 0)
-        return -1;
-    if (PyModule_AddObjectRef(module, "SendStats", (PyObject *)&SendStats_Type) < 0 ||
-        PyModule_AddObjectRef(module, "SendStream", (PyObject *)&SendStream_Type) < 0)
+    if (py_add_type(module, "SendStats", &SendStats_Type) < 0 ||
+        py_add_type(module, "SendStream", &SendStream_Type) < 0)
         return -1;
     return 0;
 }

@@ -1,7 +1,6 @@
 /* The datagram walk for Python: decode_header, read_position, read_seq and frame_spans with
  * wire.py's signatures, results and WireError reasons (see walk.h). */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "py_common.h"
 
 #include "parts.h"
 #include "walk.h"
@@ -10,15 +9,9 @@ static PyObject *wire_error; /* insane.protocol.wire.WireError, looked up at fir
 
 static PyObject *raise_walk(enum walk_result r, const struct walk_dgram *h)
 {
-    if (wire_error == NULL) {
-        PyObject *wire = PyImport_ImportModule("insane.protocol.wire");
-        if (wire == NULL)
-            return NULL;
-        wire_error = PyObject_GetAttrString(wire, "WireError");
-        Py_DECREF(wire);
-        if (wire_error == NULL)
-            return NULL;
-    }
+    static const char *const names[] = {"WireError", NULL};
+    if (py_import_attrs("insane.protocol.wire", names, &wire_error) < 0)
+        return NULL;
     PyObject *detail = r == WALK_BAD_VERSION && h != NULL
                            ? PyUnicode_FromFormat("version %d", h->version)
                            : PyUnicode_FromString(walk_detail(r));
