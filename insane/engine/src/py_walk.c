@@ -26,11 +26,6 @@ static PyObject *raise_walk(enum walk_result r, const struct walk_dgram *h)
     return NULL;
 }
 
-static int get_buffer(PyObject *obj, Py_buffer *view)
-{
-    return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
-}
-
 static int get_offset(PyObject *obj, size_t *out)
 {
     Py_ssize_t v = PyLong_AsSsize_t(obj);
@@ -46,54 +41,55 @@ static int get_offset(PyObject *obj, size_t *out)
 
 static PyObject *decode_header(PyObject *Py_UNUSED(m), PyObject *arg)
 {
-    Py_buffer b;
-    if (get_buffer(arg, &b) < 0)
+    py_data b;
+    if (py_data_get(arg, &b) < 0)
         return NULL;
     struct walk_dgram h = {0};
-    enum walk_result r = walk_header(b.buf, (size_t)b.len, &h);
-    PyBuffer_Release(&b);
+    enum walk_result r = walk_header(b.p, b.len, &h);
+    py_data_release(&b);
     if (r != WALK_OK)
         return raise_walk(r, &h);
     return Py_BuildValue("(iiIK)", h.version, h.flags, h.domain, (unsigned long long)h.sender);
 }
 
-static PyObject *read_position(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+typedef enum walk_result (*frame_reader)(const uint8_t *, size_t, size_t, struct walk_dgram *);
+
+/* The (data, offset) calls: `read` on the frame at offset into *h; -1 with the exception set. */
+static int read_at(PyObject *const *args, Py_ssize_t nargs, const char *usage, frame_reader read,
+                   struct walk_dgram *h)
 {
     size_t off;
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "read_position(data, offset)");
-        return NULL;
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
     }
     if (get_offset(args[1], &off) < 0)
-        return NULL;
-    Py_buffer b;
-    if (get_buffer(args[0], &b) < 0)
-        return NULL;
+        return -1;
+    py_data b;
+    if (py_data_get(args[0], &b) < 0)
+        return -1;
+    enum walk_result r = read(b.p, b.len, off, h);
+    py_data_release(&b);
+    if (r != WALK_OK) {
+        raise_walk(r, h);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *read_position(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
     struct walk_dgram h = {0};
-    enum walk_result r = walk_position(b.buf, (size_t)b.len, off, &h);
-    PyBuffer_Release(&b);
-    if (r != WALK_OK)
-        return raise_walk(r, &h);
+    if (read_at(args, nargs, "read_position(data, offset)", walk_position, &h) < 0)
+        return NULL;
     return Py_BuildValue("(iK)", h.position_flags, (unsigned long long)h.position);
 }
 
 static PyObject *read_seq(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    size_t off;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "read_seq(data, offset)");
-        return NULL;
-    }
-    if (get_offset(args[1], &off) < 0)
-        return NULL;
-    Py_buffer b;
-    if (get_buffer(args[0], &b) < 0)
-        return NULL;
     struct walk_dgram h = {0};
-    enum walk_result r = walk_seq(b.buf, (size_t)b.len, off, &h);
-    PyBuffer_Release(&b);
-    if (r != WALK_OK)
-        return raise_walk(r, &h);
+    if (read_at(args, nargs, "read_seq(data, offset)", walk_seq, &h) < 0)
+        return NULL;
     return Py_BuildValue("(iIK)", h.kind, h.epoch, (unsigned long long)h.seq);
 }
 
@@ -106,11 +102,11 @@ static PyObject *frame_spans(PyObject *Py_UNUSED(m), PyObject *const *args, Py_s
     }
     if (nargs == 2 && get_offset(args[1], &pos) < 0)
         return NULL;
-    Py_buffer b;
-    if (get_buffer(args[0], &b) < 0)
+    py_data b;
+    if (py_data_get(args[0], &b) < 0)
         return NULL;
-    const uint8_t *d = b.buf;
-    size_t n = (size_t)b.len;
+    const uint8_t *d = b.p;
+    size_t n = b.len;
     PyObject *spans = PyList_New(0);
     enum walk_result r = WALK_OK;
     while (spans != NULL && pos < n) {
@@ -125,7 +121,7 @@ static PyObject *frame_spans(PyObject *Py_UNUSED(m), PyObject *const *args, Py_s
         }
         Py_DECREF(t);
     }
-    PyBuffer_Release(&b);
+    py_data_release(&b);
     if (spans == NULL)
         return NULL;
     if (r == WALK_OK && PyList_GET_SIZE(spans) == 0)
