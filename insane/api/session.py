@@ -99,6 +99,9 @@ class Session:
             identities=identities,
         )
         self._publish_fast = self._node.publish_fast  # (bound once: the throughput path)
+        native_publish = self._node.publisher(self.publish)
+        if native_publish is not None:  # the engine's: the common path with no Python frame
+            self.publish = native_publish  # type: ignore[method-assign]
         self._driver = Driver(config, self._node, self._discovery, self._report, self._take_woken)
         self._owner = _Owner(self)
         self._subs: dict[int, Subscription] = {}

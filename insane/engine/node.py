@@ -7,6 +7,7 @@ logic around them is the reference's. Which parts are native is ``NATIVE_PARTS``
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from insane.engine import native
@@ -18,7 +19,7 @@ from insane.protocol.reliable_links import ReliableLinks
 
 #: The parts the node runs in C. (The datagram walk, src/walk.c, is the fuzzer's receive path
 #: for now, and the base of the receive loop that moves to C next.)
-NATIVE_PARTS: tuple[str, ...] = ("aead", "txstream", "rxstream")
+NATIVE_PARTS: tuple[str, ...] = ("aead", "txstream", "rxstream", "publish")
 
 
 def _part(name: str, reference: type) -> Any:
@@ -44,6 +45,15 @@ class NativeNode(PeerNode):
     # (C types with security.Sealer's and security.Opener's interface: _engine.Sealer/Opener)
     sealer_class = _part("Sealer", security.Sealer)
     opener_class = _part("Opener", security.Opener)
+
+    def publisher(self, reference: Callable[..., Awaitable[None]]) -> Any:
+        """`Session.publish`'s common path in C (`_engine.Publisher`, src/py_publish.c): a
+        plain message to a subject with a fast path returns a finished awaitable, anything
+        else is ``reference``'s."""
+        try:
+            return native().Publisher(self, reference)
+        except ImportError:
+            return None
 
     def _open(self, batch: Datagrams) -> Datagrams:
         """`Inbound._open` in one native call (`Opener.open_batch`): the same drops by reason,

@@ -9,7 +9,8 @@
     X(walk) \
     X(aead) \
     X(txstream) \
-    X(rxstream)
+    X(rxstream) \
+    X(publish)
 
 #define ENGINE_DECLARE(part) int engine_add_##part(PyObject *module);
 ENGINE_PARTS(ENGINE_DECLARE)

@@ -269,6 +269,9 @@ class Client:
         self._session = session
         self._publish = session.publish
         self._request = session.request
+        # publish() is the session's own from now on: no frame of ours per message (the
+        # native engine's takes the common case without any Python frame at all).
+        self.publish = session.publish  # type: ignore[method-assign]
         self._status = Client.CONNECTED
 
     # ================================================================== the hot path
@@ -395,6 +398,7 @@ class Client:
             return
         self._status = Client.CLOSED
         self._publish = self._request = _not_connected
+        vars(self).pop("publish", None)  # (the class's again: it says not connected)
         if self._session is not None:
             await self._session.close()
         if self._disconnected_cb is not None:

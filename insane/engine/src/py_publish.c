@@ -1,0 +1,465 @@
+/* The publish call in C: `Publisher(node, fallback)` is what `Session.publish` does on its
+ * common path, with no Python frame and no coroutine per message.
+ *
+ *   publisher(subject, payload=b"", reply=None, headers=None) -> awaitable
+ *
+ * The common path is Session.publish's test (no backpressure, no reply, no headers) and then
+ * Outbound.publish_fast's body: a subject in the node's `_tx_fast` table (or a request's reply
+ * subject whose family, subjects.reply_family, is in `_tx_reply`), a bytes payload that
+ * fits one frame, appended to each destination's datagram through speedups.append_plain, the
+ * node's byte count and the subject's message count brought up, a flush asked for once per
+ * turn (`_want_flush`) and made at once past FLUSH_BYTES (`_flush`). It returns `READY`, an
+ * awaitable that is done (awaiting it gives None; it is a Coroutine to asyncio, so
+ * create_task and gather take it too). Anything else is `fallback(...)`'s: the Python
+ * coroutine, the reference. tests/test_engine_publish.py holds the two to the same results.
+ *
+ * The node's attributes are read from its instance dictionary, the FastSend's through its
+ * slots; both are the Python node's own objects, so the two paths can interleave freely. */
+#include "py_common.h"
+
+#include <structmember.h>
+
+#include "parts.h"
+
+/* ------------------------------------------------------------------ READY */
+
+/* A finished awaitable: `await READY` is None at once. */
+typedef struct {
+    PyObject_HEAD
+} ready_object;
+
+static PyObject *ready_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *ready_next(PyObject *Py_UNUSED(self))
+{
+    return NULL; /* (no exception set: StopIteration, the value None) */
+}
+
+static PyObject *ready_send(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(value))
+{
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+static PyObject *ready_throw(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw(typ[,val[,tb]])");
+        return NULL;
+    }
+    PyObject *typ = args[0];
+    if (PyExceptionInstance_Check(typ))
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    else if (PyExceptionClass_Check(typ))
+        PyErr_SetObject(typ, nargs > 1 ? args[1] : NULL);
+    else
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    return NULL;
+}
+
+static PyObject *ready_close(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
+{
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ready_methods[] = {
+    {"send", (PyCFunction)ready_send, METH_O, "Finish: raises StopIteration (the value None)."},
+    {"throw", (PyCFunction)(void (*)(void))ready_throw, METH_FASTCALL, "Raise the exception."},
+    {"close", (PyCFunction)ready_close, METH_NOARGS, "Nothing to close."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods ready_async = {.am_await = ready_await};
+
+static PyTypeObject ready_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "insane.engine._engine.Ready",
+    .tp_basicsize = sizeof(ready_object),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An awaitable that is already done (what a publish on the native path returns).",
+    .tp_as_async = &ready_async,
+    .tp_iter = ready_await,
+    .tp_iternext = ready_next,
+    .tp_methods = ready_methods,
+};
+
+static ready_object ready_singleton = {PyObject_HEAD_INIT(&ready_type)};
+
+/* ------------------------------------------------------------------ Publisher */
+
+/* FLUSH_BYTES of outbound.py, read at the first Publisher. */
+static Py_ssize_t flush_bytes = -1;
+
+static PyObject *append_plain; /* insane.protocol.speedups.append_plain */
+
+enum {
+    S_BACKPRESSURE, S_TX_FAST, S_OUT_BYTES, S_UNCOUNTED, S_FLUSH_ASKED, S_FLUSH_DUE, S_QUEUES,
+    S_SUBJECT_BYTES, S_MAX_INLINE, S_MSGS, S_NBYTES, S_WANT_FLUSH, S_FLUSH, S_TX_REPLY, S_COUNT
+};
+static const char *const str_text[S_COUNT] = {
+    "backpressure", "_tx_fast", "_out_bytes", "_uncounted", "_flush_asked", "flush_due",
+    "queues", "subject_bytes", "max_inline", "msgs", "nbytes", "_want_flush", "_flush",
+    "_tx_reply",
+};
+static PyObject *str[S_COUNT];
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *node;
+    PyObject *node_dict; /* the node's instance dictionary */
+    PyObject *fallback;
+} publisher_object;
+
+static int publisher_traverse(publisher_object *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->node);
+    Py_VISIT(self->node_dict);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int publisher_clear(publisher_object *self)
+{
+    Py_CLEAR(self->node);
+    Py_CLEAR(self->node_dict);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void publisher_dealloc(publisher_object *self)
+{
+    PyObject_GC_UnTrack(self);
+    publisher_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int first_use(void)
+{
+    if (flush_bytes >= 0)
+        return 0;
+    for (int i = 0; i < S_COUNT; i++)
+        if (str[i] == NULL && (str[i] = PyUnicode_InternFromString(str_text[i])) == NULL)
+            return -1;
+    static const char *const speedups[] = {"append_plain", NULL};
+    if (py_import_attrs("insane.protocol.speedups", speedups, &append_plain) < 0)
+        return -1;
+    static const char *const outbound[] = {"FLUSH_BYTES", NULL};
+    static PyObject *limit;
+    if (py_import_attrs("insane.protocol.outbound", outbound, &limit) < 0)
+        return -1;
+    Py_ssize_t v = PyLong_AsSsize_t(limit);
+    if (v < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "outbound.FLUSH_BYTES must not be negative");
+        return -1;
+    }
+    flush_bytes = v;
+    return 0;
+}
+
+static PyObject *publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *node, *fallback;
+    static char *kwlist[] = {"node", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Publisher", kwlist, &node, &fallback))
+        return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "Publisher: fallback must be callable");
+        return NULL;
+    }
+    if (first_use() < 0)
+        return NULL;
+    PyObject *dict = PyObject_GenericGetDict(node, NULL);
+    if (dict == NULL)
+        return NULL;
+    if (!PyDict_Check(dict)) {
+        Py_DECREF(dict);
+        PyErr_SetString(PyExc_TypeError, "Publisher: the node's __dict__ must be a dict");
+        return NULL;
+    }
+    publisher_object *self = (publisher_object *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(dict);
+        return NULL;
+    }
+    self->node = Py_NewRef(node);
+    self->node_dict = dict;
+    self->fallback = Py_NewRef(fallback);
+    return (PyObject *)self;
+}
+
+/* The node's attribute `name` (borrowed), or NULL with an AttributeError. */
+static PyObject *node_get(publisher_object *self, int name)
+{
+    PyObject *v = PyDict_GetItemWithError(self->node_dict, str[name]);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_AttributeError, "the node has no attribute '%U'", str[name]);
+    return v;
+}
+
+/* subjects.reply_family: "_INBOX.<requester>.0" for a request's reply subject
+ * "_INBOX.<requester>.<digits>" (a new reference), NULL for any other subject (no error). */
+static PyObject *reply_family(PyObject *subject)
+{
+    static const char prefix[] = "_INBOX.";
+    const Py_ssize_t plen = (Py_ssize_t)sizeof prefix - 1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(subject);
+    int kind = PyUnicode_KIND(subject);
+    const void *data = PyUnicode_DATA(subject);
+    if (n < plen)
+        return NULL;
+    for (Py_ssize_t i = 0; i < plen; i++)
+        if (PyUnicode_READ(kind, data, i) != (Py_UCS4)prefix[i])
+            return NULL;
+    Py_ssize_t dot = n - 1;
+    while (dot >= plen && PyUnicode_READ(kind, data, dot) != '.')
+        dot--;
+    if (dot < plen || dot == n - 1) /* (no dot after the prefix, or nothing after it) */
+        return NULL;
+    for (Py_ssize_t i = dot + 1; i < n; i++)
+        if (!Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, i)))
+            return NULL;
+    PyObject *head = PyUnicode_Substring(subject, 0, dot);
+    if (head == NULL)
+        return NULL;
+    PyObject *key = PyUnicode_FromFormat("%U.0", head);
+    Py_DECREF(head);
+    return key;
+}
+
+/* An int attribute of `obj` (through its type: a FastSend's slots). */
+static int get_ssize(PyObject *obj, int name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, str[name]);
+    if (v == NULL)
+        return -1;
+    Py_ssize_t n = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int set_ssize(PyObject *obj, int name, Py_ssize_t value)
+{
+    PyObject *v = PyLong_FromSsize_t(value);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_SetAttr(obj, str[name], v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int call_node(publisher_object *self, int name)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(self->node, str[name]);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* publish_fast's body for `fast` (a FastSend); 1 done, 0 not for this path, -1 error. */
+static int publish_fast(publisher_object *self, PyObject *fast, PyObject *subject, PyObject *payload)
+{
+    Py_ssize_t max_inline, size = PyBytes_GET_SIZE(payload);
+    if (get_ssize(fast, S_MAX_INLINE, &max_inline) < 0)
+        return -1;
+    if (size > max_inline)
+        return 0;
+    PyObject *queues = PyObject_GetAttr(fast, str[S_QUEUES]);
+    if (queues == NULL)
+        return -1;
+    PyObject *sb = PyObject_GetAttr(fast, str[S_SUBJECT_BYTES]);
+    if (sb == NULL) {
+        Py_DECREF(queues);
+        return -1;
+    }
+    if (!PyObject_IsTrue(sb)) {
+        Py_SETREF(sb, PyUnicode_AsUTF8String(subject));
+        if (sb == NULL) {
+            Py_DECREF(queues);
+            return -1;
+        }
+    }
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *argv[4] = {queues, sb, empty, payload};
+    PyObject *added = empty ? PyObject_Vectorcall(append_plain, argv, 4, NULL) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(sb);
+    Py_DECREF(queues);
+    if (added == NULL)
+        return -1;
+    Py_ssize_t n = PyLong_AsSsize_t(added);
+    Py_DECREF(added);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+
+    PyObject *out = node_get(self, S_OUT_BYTES);
+    if (out == NULL)
+        return -1;
+    Py_ssize_t out_bytes = PyLong_AsSsize_t(out);
+    if (out_bytes == -1 && PyErr_Occurred())
+        return -1;
+    out_bytes += n;
+    PyObject *v = PyLong_FromSsize_t(out_bytes);
+    if (v == NULL || PyDict_SetItem(self->node_dict, str[S_OUT_BYTES], v) < 0) {
+        Py_XDECREF(v);
+        return -1;
+    }
+    Py_DECREF(v);
+
+    Py_ssize_t msgs, nbytes;
+    if (get_ssize(fast, S_MSGS, &msgs) < 0 || get_ssize(fast, S_NBYTES, &nbytes) < 0)
+        return -1;
+    if (msgs == 0) {
+        PyObject *uncounted = node_get(self, S_UNCOUNTED);
+        if (uncounted == NULL)
+            return -1;
+        if (!PyList_Check(uncounted)) {
+            PyErr_SetString(PyExc_TypeError, "the node's _uncounted must be a list");
+            return -1;
+        }
+        if (PyList_Append(uncounted, fast) < 0)
+            return -1;
+    }
+    if (set_ssize(fast, S_MSGS, msgs + 1) < 0 || set_ssize(fast, S_NBYTES, nbytes + size) < 0)
+        return -1;
+
+    PyObject *asked = node_get(self, S_FLUSH_ASKED);
+    if (asked == NULL)
+        return -1;
+    int wanted = PyObject_IsTrue(asked);
+    if (wanted == 0) {
+        PyObject *due = node_get(self, S_FLUSH_DUE);
+        if (due == NULL)
+            return -1;
+        wanted = PyObject_IsTrue(due);
+    }
+    if (wanted < 0 || (wanted == 0 && call_node(self, S_WANT_FLUSH) < 0))
+        return -1;
+    if (out_bytes >= flush_bytes && call_node(self, S_FLUSH) < 0)
+        return -1;
+    return 1;
+}
+
+static PyObject *publisher_call(publisher_object *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"subject", "payload", "reply", "headers"};
+    static const py_argspec spec = {"publish", names, 1, 4, PY_ARGS_METHOD};
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *a[4];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0) {
+        PyErr_Clear(); /* (the reference raises its own TypeError) */
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
+    PyObject *subject = a[0], *payload = a[1], *reply = a[2], *headers = a[3];
+    int plain = payload != NULL && PyBytes_CheckExact(payload) && PyUnicode_CheckExact(subject) &&
+                (headers == NULL || headers == Py_None);
+    if (plain && reply != NULL && reply != Py_None) {
+        int has_reply = PyObject_IsTrue(reply);
+        if (has_reply < 0)
+            return NULL;
+        plain = !has_reply;
+    }
+    if (plain) {
+        PyObject *pressure = node_get(self, S_BACKPRESSURE);
+        if (pressure == NULL)
+            return NULL;
+        int on = PyObject_IsTrue(pressure);
+        if (on < 0)
+            return NULL;
+        PyObject *fast = NULL;
+        if (!on) {
+            PyObject *table = node_get(self, S_TX_FAST);
+            if (table == NULL)
+                return NULL;
+            if (!PyDict_Check(table)) {
+                PyErr_SetString(PyExc_TypeError, "the node's _tx_fast must be a dict");
+                return NULL;
+            }
+            fast = PyDict_GetItemWithError(table, subject);
+            if (fast == NULL && PyErr_Occurred())
+                return NULL;
+            PyObject *family = fast == NULL ? reply_family(subject) : NULL;
+            if (family == NULL && PyErr_Occurred())
+                return NULL;
+            if (family != NULL) {
+                PyObject *replies = node_get(self, S_TX_REPLY);
+                if (replies != NULL && !PyDict_Check(replies)) {
+                    PyErr_SetString(PyExc_TypeError, "the node's _tx_reply must be a dict");
+                    replies = NULL;
+                }
+                fast = replies ? PyDict_GetItemWithError(replies, family) : NULL;
+                Py_DECREF(family);
+                if (fast == NULL && PyErr_Occurred())
+                    return NULL;
+            }
+        }
+        if (fast != NULL) {
+            Py_INCREF(fast); /* (the table may change under the calls below) */
+            int done = publish_fast(self, fast, subject, payload);
+            Py_DECREF(fast);
+            if (done < 0)
+                return NULL;
+            if (done)
+                return Py_NewRef((PyObject *)&ready_singleton);
+        }
+    }
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *publisher_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                      PyObject *kwnames)
+{
+    return publisher_call((publisher_object *)self, args, nargsf, kwnames);
+}
+
+static PyObject *publisher_new_vc(PyTypeObject *type, PyObject *args, PyObject *kwds);
+
+static PyMemberDef publisher_members[] = {
+    {"fallback", T_OBJECT_EX, offsetof(publisher_object, fallback), READONLY,
+     "What publishes off the native path (Session.publish's coroutine)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+typedef struct {
+    publisher_object base;
+    vectorcallfunc vectorcall;
+} publisher_vc_object;
+
+static PyTypeObject publisher_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "insane.engine._engine.Publisher",
+    .tp_basicsize = sizeof(publisher_vc_object),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Publisher(node, fallback): Session.publish's common path in C (see py_publish.c).",
+    .tp_new = publisher_new_vc,
+    .tp_traverse = (traverseproc)publisher_traverse,
+    .tp_clear = (inquiry)publisher_clear,
+    .tp_dealloc = (destructor)publisher_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(publisher_vc_object, vectorcall),
+    .tp_members = publisher_members,
+};
+
+static PyObject *publisher_new_vc(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *self = publisher_new(type, args, kwds);
+    if (self != NULL)
+        ((publisher_vc_object *)self)->vectorcall = publisher_vectorcall;
+    return self;
+}
+
+int engine_add_publish(PyObject *module)
+{
+    if (py_add_type(module, "Ready", &ready_type) < 0 ||
+        py_add_type(module, "Publisher", &publisher_type) < 0)
+        return -1;
+    return PyModule_AddObjectRef(module, "READY", (PyObject *)&ready_singleton);
+}
