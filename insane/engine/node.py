@@ -13,7 +13,7 @@ from typing import Any
 from insane.engine import native
 from insane.protocol import security
 from insane.protocol.node import PeerNode
-from insane.protocol.node_base import Datagrams
+from insane.protocol.node_base import Datagrams, FastSend
 from insane.protocol.reliability import ReceiveStream, SendStream
 from insane.protocol.reliable_links import ReliableLinks
 
@@ -44,6 +44,7 @@ class NativeNode(PeerNode):
     links_class = NativeLinks
     # (C types with security.Sealer's and security.Opener's interface: _engine.Sealer/Opener)
     sealer_class = _part("Sealer", security.Sealer)
+    fast_send_class = _part("FastSend", FastSend)
     opener_class = _part("Opener", security.Opener)
 
     def publisher(self, reference: Callable[..., Awaitable[None]]) -> Any:

@@ -112,24 +112,28 @@ Event = Report | Room
 
 @dataclass
 class FastSend:
-    """A subject whose messages go to remote peers only, with no reply, headers or groups."""
+    """A subject whose messages go to remote peers only, with no reply, headers or groups.
+    (The native engine has its own, `_engine.FastSend`, with the same fields.)"""
 
     ch: Any
     queues: tuple[OutQueue, ...]
     subject_bytes: bytes
     max_inline: int  # largest payload that fits in one frame
-    #: (counters, how many of the queues use their transport)
+    #: (counters, how many of the queues use their transport): `fast_send_counts`
     counts: tuple[tuple[Any, int], ...] = ()
     #: Messages and payload bytes published since the counters were last brought up to date
     #: (at the next flush: the throughput path adds two integers, not 2n counters).
     msgs: int = 0
     nbytes: int = 0
 
-    def __post_init__(self) -> None:
-        per: dict[str, int] = {}
-        for q in self.queues:
-            per[q.transport] = per.get(q.transport, 0) + 1
-        self.counts = tuple((self.ch.counters(t), n) for t, n in per.items())
+
+def fast_send_counts(ch: Any, queues: tuple[OutQueue, ...]) -> tuple[tuple[Any, int], ...]:
+    """A FastSend's ``counts``: each transport's counters of ``ch``, and how many of the
+    queues leave by it."""
+    per: dict[str, int] = {}
+    for q in queues:
+        per[q.transport] = per.get(q.transport, 0) + 1
+    return tuple((ch.counters(t), n) for t, n in per.items())
 
 
 @dataclass
@@ -172,6 +176,8 @@ class NodeBase:
     _identities: Any
     _sender_perms: dict[int, Permissions]
     _out_bytes: int
+    #: The FastSend class (the native node has its own)
+    fast_send_class: Any
     _tx_fast: dict[str, FastSend]
     _tx_reply: dict[str, FastSend]
     _rx_fast: dict[bytes, FastReceive]

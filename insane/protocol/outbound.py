@@ -21,7 +21,7 @@ from insane.ops.metrics import STORE
 from insane.protocol import wire
 from insane.protocol.batching import OutQueue
 from insane.protocol.flow import FlowOut
-from insane.protocol.node_base import Datagrams, FastSend, NodeBase
+from insane.protocol.node_base import Datagrams, FastSend, NodeBase, fast_send_counts
 from insane.protocol.reliable_links import lane_kind
 from insane.protocol.router import LocalSub
 from insane.protocol.speedups import append_plain
@@ -37,6 +37,8 @@ _CACHE_LIMIT = 8192
 
 class Outbound(NodeBase):
     """Publishing, the out-queues and flow control's sending side (mixed into PeerNode)."""
+
+    fast_send_class: Any = FastSend
 
     stall_timeout: float
 
@@ -166,12 +168,13 @@ class Outbound(NodeBase):
         # Room left for the payload in one frame, with the longest reply subject we send.
         room = self._max_body - wire.MSG_HEAD_SIZE - len(subject.encode()) - _REPLY_ROOM
         max_inline = min(self.max_payload, room)
+        sends = tuple(queues)
+        sb = b"" if family else ch.subject_bytes
+        fast = self.fast_send_class(ch, sends, sb, max_inline, fast_send_counts(ch, sends))
         if family:
-            self._tx_reply[reply_family(subject) or subject] = FastSend(
-                ch, tuple(queues), b"", max_inline
-            )
+            self._tx_reply[reply_family(subject) or subject] = fast
         else:
-            self._tx_fast[subject] = FastSend(ch, tuple(queues), ch.subject_bytes, max_inline)
+            self._tx_fast[subject] = fast
 
     def routes_changed(self) -> None:
         """Interest or routes changed: the fast paths are learnt again."""

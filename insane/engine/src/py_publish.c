@@ -13,8 +13,9 @@
  * create_task and gather take it too). Anything else is `fallback(...)`'s: the Python
  * coroutine, the reference. tests/test_engine_publish.py holds the two to the same results.
  *
- * The node's attributes are read from its instance dictionary, the FastSend's through its
- * slots; both are the Python node's own objects, so the two paths can interleave freely. */
+ * The node's attributes are read from its instance dictionary; a subject's fast path is an
+ * `_engine.FastSend` (node_base.FastSend's fields in a C struct, the native node's
+ * fast_send_class). Both are the node's own objects, so the two paths interleave freely. */
 #include "py_common.h"
 
 #include <structmember.h>
@@ -88,21 +89,119 @@ static PyTypeObject ready_type = {
 
 static ready_object ready_singleton = {PyObject_HEAD_INIT(&ready_type)};
 
+/* ------------------------------------------------------------------ FastSend */
+
+/* node_base.FastSend's fields as a C struct: what the Publisher reads and counts per message
+ * without an attribute lookup. The Python node's code reads and resets them as attributes. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ch;
+    PyObject *queues;        /* a tuple of OutQueue */
+    PyObject *subject_bytes; /* bytes (empty: a request's reply family) */
+    PyObject *counts;
+    Py_ssize_t max_inline;
+    Py_ssize_t msgs;
+    Py_ssize_t nbytes;
+} fastsend_object;
+
+static int fastsend_traverse(fastsend_object *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ch);
+    Py_VISIT(self->queues);
+    Py_VISIT(self->subject_bytes);
+    Py_VISIT(self->counts);
+    return 0;
+}
+
+static int fastsend_clear(fastsend_object *self)
+{
+    Py_CLEAR(self->ch);
+    Py_CLEAR(self->queues);
+    Py_CLEAR(self->subject_bytes);
+    Py_CLEAR(self->counts);
+    return 0;
+}
+
+static void fastsend_dealloc(fastsend_object *self)
+{
+    PyObject_GC_UnTrack(self);
+    fastsend_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *fastsend_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *ch, *queues, *sb, *counts = NULL;
+    Py_ssize_t max_inline, msgs = 0, nbytes = 0;
+    static char *kwlist[] = {"ch", "queues", "subject_bytes", "max_inline", "counts", "msgs",
+                             "nbytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!n|Onn:FastSend", kwlist, &ch,
+                                     &PyTuple_Type, &queues, &PyBytes_Type, &sb, &max_inline,
+                                     &counts, &msgs, &nbytes))
+        return NULL;
+    fastsend_object *self = (fastsend_object *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->ch = Py_NewRef(ch);
+    self->queues = Py_NewRef(queues);
+    self->subject_bytes = Py_NewRef(sb);
+    self->counts = counts ? Py_NewRef(counts) : PyTuple_New(0);
+    self->max_inline = max_inline;
+    self->msgs = msgs;
+    self->nbytes = nbytes;
+    if (self->counts == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyMemberDef fastsend_members[] = {
+    {"ch", T_OBJECT_EX, offsetof(fastsend_object, ch), READONLY, "The channel."},
+    {"queues", T_OBJECT_EX, offsetof(fastsend_object, queues), READONLY,
+     "The destinations' OutQueues."},
+    {"subject_bytes", T_OBJECT_EX, offsetof(fastsend_object, subject_bytes), READONLY,
+     "The subject, encoded (empty for a reply family)."},
+    {"counts", T_OBJECT_EX, offsetof(fastsend_object, counts), READONLY,
+     "(counters, how many of the queues use their transport)"},
+    {"max_inline", T_PYSSIZET, offsetof(fastsend_object, max_inline), READONLY,
+     "The largest payload that fits in one frame."},
+    {"msgs", T_PYSSIZET, offsetof(fastsend_object, msgs), 0,
+     "Messages published since the counters were brought up to date."},
+    {"nbytes", T_PYSSIZET, offsetof(fastsend_object, nbytes), 0,
+     "Their payload bytes."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject fastsend_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "insane.engine._engine.FastSend",
+    .tp_basicsize = sizeof(fastsend_object),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "FastSend(ch, queues, subject_bytes, max_inline, counts=(), msgs=0, nbytes=0): "
+              "node_base.FastSend in C.",
+    .tp_new = fastsend_new,
+    .tp_traverse = (traverseproc)fastsend_traverse,
+    .tp_clear = (inquiry)fastsend_clear,
+    .tp_dealloc = (destructor)fastsend_dealloc,
+    .tp_members = fastsend_members,
+};
+
 /* ------------------------------------------------------------------ Publisher */
 
 /* FLUSH_BYTES of outbound.py, read at the first Publisher. */
 static Py_ssize_t flush_bytes = -1;
 
 static PyObject *append_plain; /* insane.protocol.speedups.append_plain */
+static PyObject *empty_bytes;
 
 enum {
-    S_BACKPRESSURE, S_TX_FAST, S_OUT_BYTES, S_UNCOUNTED, S_FLUSH_ASKED, S_FLUSH_DUE, S_QUEUES,
-    S_SUBJECT_BYTES, S_MAX_INLINE, S_MSGS, S_NBYTES, S_WANT_FLUSH, S_FLUSH, S_TX_REPLY, S_COUNT
+    S_BACKPRESSURE, S_TX_FAST, S_OUT_BYTES, S_UNCOUNTED, S_FLUSH_ASKED, S_FLUSH_DUE,
+    S_WANT_FLUSH, S_FLUSH, S_TX_REPLY, S_COUNT
 };
 static const char *const str_text[S_COUNT] = {
     "backpressure", "_tx_fast", "_out_bytes", "_uncounted", "_flush_asked", "flush_due",
-    "queues", "subject_bytes", "max_inline", "msgs", "nbytes", "_want_flush", "_flush",
-    "_tx_reply",
+    "_want_flush", "_flush", "_tx_reply",
 };
 static PyObject *str[S_COUNT];
 
@@ -140,6 +239,8 @@ static int first_use(void)
 {
     if (flush_bytes >= 0)
         return 0;
+    if (empty_bytes == NULL && (empty_bytes = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
+        return -1;
     for (int i = 0; i < S_COUNT; i++)
         if (str[i] == NULL && (str[i] = PyUnicode_InternFromString(str_text[i])) == NULL)
             return -1;
@@ -230,30 +331,6 @@ static PyObject *reply_family(PyObject *subject)
     return key;
 }
 
-/* An int attribute of `obj` (through its type: a FastSend's slots). */
-static int get_ssize(PyObject *obj, int name, Py_ssize_t *out)
-{
-    PyObject *v = PyObject_GetAttr(obj, str[name]);
-    if (v == NULL)
-        return -1;
-    Py_ssize_t n = PyLong_AsSsize_t(v);
-    Py_DECREF(v);
-    if (n == -1 && PyErr_Occurred())
-        return -1;
-    *out = n;
-    return 0;
-}
-
-static int set_ssize(PyObject *obj, int name, Py_ssize_t value)
-{
-    PyObject *v = PyLong_FromSsize_t(value);
-    if (v == NULL)
-        return -1;
-    int r = PyObject_SetAttr(obj, str[name], v);
-    Py_DECREF(v);
-    return r;
-}
-
 static int call_node(publisher_object *self, int name)
 {
     PyObject *r = PyObject_CallMethodNoArgs(self->node, str[name]);
@@ -263,35 +340,23 @@ static int call_node(publisher_object *self, int name)
     return 0;
 }
 
-/* publish_fast's body for `fast` (a FastSend); 1 done, 0 not for this path, -1 error. */
-static int publish_fast(publisher_object *self, PyObject *fast, PyObject *subject, PyObject *payload)
+/* publish_fast's body for `fast`; 1 done, 0 not for this path, -1 error. */
+static int publish_fast(publisher_object *self, fastsend_object *fast, PyObject *subject,
+                        PyObject *payload)
 {
-    Py_ssize_t max_inline, size = PyBytes_GET_SIZE(payload);
-    if (get_ssize(fast, S_MAX_INLINE, &max_inline) < 0)
-        return -1;
-    if (size > max_inline)
+    Py_ssize_t size = PyBytes_GET_SIZE(payload);
+    if (size > fast->max_inline)
         return 0;
-    PyObject *queues = PyObject_GetAttr(fast, str[S_QUEUES]);
-    if (queues == NULL)
-        return -1;
-    PyObject *sb = PyObject_GetAttr(fast, str[S_SUBJECT_BYTES]);
-    if (sb == NULL) {
-        Py_DECREF(queues);
-        return -1;
-    }
-    if (!PyObject_IsTrue(sb)) {
-        Py_SETREF(sb, PyUnicode_AsUTF8String(subject));
-        if (sb == NULL) {
-            Py_DECREF(queues);
+    PyObject *sb = fast->subject_bytes;
+    if (PyBytes_GET_SIZE(sb) == 0) {
+        if ((sb = PyUnicode_AsUTF8String(subject)) == NULL)
             return -1;
-        }
+    } else {
+        Py_INCREF(sb);
     }
-    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
-    PyObject *argv[4] = {queues, sb, empty, payload};
-    PyObject *added = empty ? PyObject_Vectorcall(append_plain, argv, 4, NULL) : NULL;
-    Py_XDECREF(empty);
+    PyObject *argv[4] = {fast->queues, sb, empty_bytes, payload};
+    PyObject *added = PyObject_Vectorcall(append_plain, argv, 4, NULL);
     Py_DECREF(sb);
-    Py_DECREF(queues);
     if (added == NULL)
         return -1;
     Py_ssize_t n = PyLong_AsSsize_t(added);
@@ -313,10 +378,7 @@ static int publish_fast(publisher_object *self, PyObject *fast, PyObject *subjec
     }
     Py_DECREF(v);
 
-    Py_ssize_t msgs, nbytes;
-    if (get_ssize(fast, S_MSGS, &msgs) < 0 || get_ssize(fast, S_NBYTES, &nbytes) < 0)
-        return -1;
-    if (msgs == 0) {
+    if (fast->msgs == 0) {
         PyObject *uncounted = node_get(self, S_UNCOUNTED);
         if (uncounted == NULL)
             return -1;
@@ -324,11 +386,11 @@ static int publish_fast(publisher_object *self, PyObject *fast, PyObject *subjec
             PyErr_SetString(PyExc_TypeError, "the node's _uncounted must be a list");
             return -1;
         }
-        if (PyList_Append(uncounted, fast) < 0)
+        if (PyList_Append(uncounted, (PyObject *)fast) < 0)
             return -1;
     }
-    if (set_ssize(fast, S_MSGS, msgs + 1) < 0 || set_ssize(fast, S_NBYTES, nbytes + size) < 0)
-        return -1;
+    fast->msgs += 1;
+    fast->nbytes += size;
 
     PyObject *asked = node_get(self, S_FLUSH_ASKED);
     if (asked == NULL)
@@ -401,9 +463,9 @@ static PyObject *publisher_call(publisher_object *self, PyObject *const *args, s
                     return NULL;
             }
         }
-        if (fast != NULL) {
+        if (fast != NULL && Py_IS_TYPE(fast, &fastsend_type)) {
             Py_INCREF(fast); /* (the table may change under the calls below) */
-            int done = publish_fast(self, fast, subject, payload);
+            int done = publish_fast(self, (fastsend_object *)fast, subject, payload);
             Py_DECREF(fast);
             if (done < 0)
                 return NULL;
@@ -459,6 +521,7 @@ static PyObject *publisher_new_vc(PyTypeObject *type, PyObject *args, PyObject *
 int engine_add_publish(PyObject *module)
 {
     if (py_add_type(module, "Ready", &ready_type) < 0 ||
+        py_add_type(module, "FastSend", &fastsend_type) < 0 ||
         py_add_type(module, "Publisher", &publisher_type) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "READY", (PyObject *)&ready_singleton);
