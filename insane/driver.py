@@ -132,6 +132,7 @@ class Driver:
         self.node.channels.capabilities = self.capabilities  # type: ignore[attr-defined]
         self.udp.on_unreachable = self._on_unreachable
         await self.udp.start(self._on_udp_datagrams)
+        self.udp.native_spin = self.node.udp_spin
         await self._start_bypass()
         largest = min(t.max_datagram for t in self.senders.values())
         self.node.set_datagram_limit(largest)

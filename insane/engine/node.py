@@ -19,10 +19,10 @@ from insane.protocol.reliable_links import ReliableLinks
 
 #: The parts the node runs in C. (The datagram walk, src/walk.c, is the fuzzer's receive path
 #: for now, and the base of the receive loop that moves to C next.)
-NATIVE_PARTS: tuple[str, ...] = ("aead", "txstream", "rxstream", "publish")
+NATIVE_PARTS: tuple[str, ...] = ("aead", "txstream", "rxstream", "publish", "spin")
 
 
-def _part(name: str, reference: type) -> Any:
+def _part(name: str, reference: Any) -> Any:
     """The engine's class ``name``; the reference where the engine was not built (this module
     still imports then, and insane/qos/engine.py never chooses the node)."""
     try:
@@ -45,6 +45,8 @@ class NativeNode(PeerNode):
     # (C types with security.Sealer's and security.Opener's interface: _engine.Sealer/Opener)
     sealer_class = _part("Sealer", security.Sealer)
     fast_send_class = _part("FastSend", FastSend)
+    # (a builtin function: no binding to the instance; the Python loop where unbuilt)
+    udp_spin = _part("spin_udp", None)
     opener_class = _part("Opener", security.Opener)
 
     def publisher(self, reference: Callable[..., Awaitable[None]]) -> Any:

@@ -58,6 +58,9 @@ class PeerNode(Inbound, Outbound):
     sealer_class: type[security.Sealer] = security.Sealer
     opener_class: type[security.Opener] = security.Opener
     links_class: type[ReliableLinks] = ReliableLinks
+    #: Poll mode's spin on the kernel UDP socket in native code, for the driver to hand the
+    #: transport (UdpTransport.native_spin); None: the transport's own Python loop.
+    udp_spin: Callable[..., bool] | None = None
 
     def __init__(
         self,

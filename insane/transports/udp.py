@@ -73,6 +73,10 @@ class UdpTransport(Transport):
         #: Set by the session: true once a delivery woke a waiting task, which must run now
         #: (a ``next_msg``), so the spin after a delivery ends instead of idling on.
         self.spin_until: Callable[[], bool] | None = None
+        #: The spin loop in native code, where the data plane has one (the driver sets the
+        #: engine's ``spin_udp(fd, deliver, until, idle, limit)``): `spin` with no Python
+        #: frame or exception per empty poll. None: the Python loop below, its reference.
+        self.native_spin: Callable[..., bool] | None = None
         self._spinning = False
         self._sndbuf = sndbuf
         if max_datagram is None:
@@ -177,6 +181,13 @@ class UdpTransport(Transport):
         if sock is None or self._spinning or self._on_receive is None:
             return False
         deliver = self._on_receive
+        native = self.native_spin
+        if native is not None:
+            self._spinning = True
+            try:
+                return native(sock.fileno(), deliver, until, idle, limit)
+            finally:
+                self._spinning = False
         recv = sock.recvfrom
 
         def poll_once() -> bool | None:

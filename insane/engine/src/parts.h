@@ -10,7 +10,8 @@
     X(aead) \
     X(txstream) \
     X(rxstream) \
-    X(publish)
+    X(publish) \
+    X(spin)
 
 #define ENGINE_DECLARE(part) int engine_add_##part(PyObject *module);
 ENGINE_PARTS(ENGINE_DECLARE)
