@@ -54,6 +54,8 @@ log = logging.getLogger("insane")
 BACKLOG_LIMIT = 8 * 1024 * 1024
 #: A publisher blocked this long without news probes the receiver (seconds).
 _PROBE_INTERVAL = 0.05
+#: How often a closing session looks whether its peers acknowledged everything (seconds).
+_LINGER_POLL = 0.002
 RTT = "insane_peer_rtt_seconds"
 
 
@@ -256,8 +258,10 @@ class Driver:
         )
 
     async def close(self) -> None:
-        """Acknowledge what came, say goodbye, stop the timer, close the transports."""
+        """Wait a while for peers to acknowledge what reliable channels sent them, then
+        acknowledge what came, say goodbye, stop the timer, close the transports."""
         node = self.node
+        await self._linger()
         node.routes_changed()
         node.close()
         for addr, ftype, body in self.discovery.bye_frames():
@@ -283,6 +287,16 @@ class Driver:
             await t.close()
         await self.udp.close()
         self.progress.set()
+
+    async def _linger(self) -> None:
+        """Until peers (not suspect ones) acknowledged everything the reliable streams sent
+        them, at most ``reliability.close_linger`` seconds: retransmissions go on meanwhile.
+        What is still unacknowledged after it, ``node.close()`` reports."""
+        node = self.node
+        deadline = self._loop.time() + self.config.reliability.close_linger
+        self.flush()
+        while node.unacknowledged() and self._loop.time() < deadline:
+            await asyncio.sleep(_LINGER_POLL)
 
     # ================================================================== the node's I/O
 

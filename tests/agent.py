@@ -313,9 +313,12 @@ class Agent:
         return {}
 
     async def op_close(self) -> dict[str, Any]:
+        """Close; the errors reported up to the end of it (the agent exits after this)."""
+        t0 = time.monotonic()
         if self.session is not None:
             await self.session.close()
-        return {}
+            await asyncio.sleep(0)  # (error_cb calls close scheduled)
+        return {"errors": self.errors, "seconds": time.monotonic() - t0}
 
 
 async def main() -> None:

@@ -41,6 +41,24 @@ def start(
     return a
 
 
+def stream_pair(
+    agents: list[AgentProcess],
+    a: Host | None = None,
+    b: Host | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[AgentProcess, AgentProcess]:
+    """A publisher ``pub`` (on ``a``, with ``extra`` configuration) and a subscriber ``sub``
+    (on ``b``) of a numbered stream on ``feed.x`` (id ``s``), in a fresh domain, each knowing
+    the other."""
+    domain = random.randrange(1, 2**32)
+    pub = start(agents, "pub", domain, a, extra)
+    sub = start(agents, "sub", domain, b)
+    pub.ok("wait_peers", names=["sub"], timeout=30)
+    sub.ok("stream_sub", subject="feed.x", id="s")
+    pub.ok("flush")
+    return pub, sub
+
+
 @contextmanager
 def partition(a: Host, b: Host, how: str) -> Iterator[None]:
     """Nothing crosses between ``a`` and ``b`` (both processes stay alive) until the end."""
@@ -84,12 +102,7 @@ def test_a_partition_longer_than_the_peer_timeout_loses_nothing(
     """5 s cut (the peer timeout is 2.5 s) in the middle of a paced [reliable, ordered] stream
     of 1 KiB messages, both processes alive: every message arrives, in order, once."""
     a, b = netns_pair
-    domain = random.randrange(1, 2**32)
-    pub = start(agents, "pub", domain, a)
-    sub = start(agents, "sub", domain, b)
-    pub.ok("wait_peers", names=["sub"], timeout=30)
-    sub.ok("stream_sub", subject="feed.x", id="s")
-    pub.ok("flush")
+    pub, sub = stream_pair(agents, a, b)
     count, rate = 45000, 5000
     pub.ok("paced_pub", subject="feed.x", count=count, rate=rate)
     sub.ok("stream_wait", id="s", count=8000, wait=30, timeout=40)
@@ -192,3 +205,43 @@ def test_a_killed_queue_group_worker_is_skipped(
         reply = client.call("request", subject="svc.work", data=str(i), wait=0.5, timeout=5)
         failed += not reply["ok"]
     assert failed <= 1, failed
+
+
+def test_a_publisher_closing_right_after_its_last_message_loses_nothing(
+    faulty_pair: Any, agents: list[AgentProcess]
+) -> None:
+    """A [reliable, ordered] stream as fast as it goes through 20% loss, the publisher closed
+    the moment its last publish is handed to the kernel: close waits for the acknowledgements
+    (``reliability.close_linger``) while retransmissions go on, so every message arrives, in
+    order, and nobody reports a loss."""
+    a, b, injector = faulty_pair(loss=0.2, seed=11)
+    pub, sub = stream_pair(agents, a, b)
+    count = 3000
+    sent = pub.ok("stream_pub", subject="feed.x", count=count, timeout=60)
+    closed = pub.ok("close", timeout=30)
+    got = sub.ok("stream_wait", id="s", count=count, wait=30, timeout=40)
+    assert got["count"] == count and got["in_order"], got
+    assert got["sha"] == sent["sha"]
+    assert closed["errors"] == [] and sub.ok("errors")["errors"] == []
+    assert injector.stats()["ab"]["dropped"] > 0
+
+
+def test_a_publisher_closing_while_its_subscriber_is_frozen_reports_what_was_not_acknowledged(
+    agents: list[AgentProcess],
+) -> None:
+    """The subscriber SIGSTOPped, the publisher publishes 500 messages and closes: close waits
+    at most ``close_linger`` (0.5 s here) for acknowledgements that cannot come, then reports
+    the 500 as possibly never delivered, to whom, and why."""
+    pub, sub = stream_pair(agents, extra={"reliability": {"close_linger": 0.5}})
+    pub.ok("stream_pub", subject="feed.x", count=1, timeout=30)
+    sub.ok("stream_wait", id="s", count=1, wait=30, timeout=40)
+    time.sleep(0.2)  # (that one acknowledged)
+    os.killpg(sub.proc.pid, signal.SIGSTOP)
+    try:
+        pub.ok("stream_pub", subject="feed.x", count=500, seed=1, timeout=30)
+        closed = pub.ok("close", timeout=30)
+    finally:
+        os.killpg(sub.proc.pid, signal.SIGCONT)
+    assert lost_counts(closed["errors"], "to") == [500], closed["errors"]
+    assert "sub" in closed["errors"][0] and "close_linger" in closed["errors"][0]
+    assert 0.5 <= closed["seconds"] < 5.0, closed

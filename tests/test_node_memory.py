@@ -154,6 +154,28 @@ def test_partition_past_the_hold_reports_exactly_what_was_lost() -> None:
     assert b.payloads() == [b"acked"]
 
 
+def test_closing_with_messages_unacknowledged_reports_them() -> None:
+    """A publisher that closes while its subscriber is cut off: the node says it still waits
+    for acknowledgements (the driver's close lingers on that), and its close reports exactly
+    the messages never acknowledged; what was acknowledged is not among them."""
+    net, a, b = pair()
+    a.publish("r.s", b"acked")
+    net.run_for(0.2)
+    assert not a.node.unacknowledged()
+    net.cut(a, b)
+    for i in range(5):
+        a.publish("r.s", b"unacked %d" % i)
+    net.run_for(0.1)
+    assert a.node.unacknowledged()
+    a.node.set_suspect(b.peer_id, True)
+    assert not a.node.unacknowledged()  # (a suspect peer is not waited for)
+    a.node.close()
+    a.events()
+    lost = [e for e in a.errors if isinstance(e, errors.MessagesLostError)]
+    assert [(e.count, e.sent, e.peer.startswith("b")) for e in lost] == [(5, True, True)]
+    assert "close_linger" in str(lost[0])
+
+
 # ------------------------------------------------------------------------------- flow control
 
 

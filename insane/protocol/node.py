@@ -198,10 +198,21 @@ class PeerNode(Inbound, Outbound):
         if q is not None and not q.empty:
             self._send_datagrams([(d, addr) for d in q.take()])
 
+    def unacknowledged(self) -> bool:
+        """Whether a peer that is not suspect still owes us an acknowledgement of what our
+        reliable streams sent it (the driver's close waits for it, for a while)."""
+        return any(not self.router.is_suspect(p) for p in self.links.unacked_peers())
+
     def close(self) -> None:
         """Acknowledge everything received (so publishers do not count what we got as
-        discarded undelivered) before the control plane says goodbye."""
+        discarded undelivered) before the control plane says goodbye; and report what our
+        reliable streams sent that was never acknowledged: it may never arrive."""
         self._send_to_peers(self.links.ack_all(), None)
+        for peer_id, n in self.links.abandon_sent().items():
+            self._report_discarded(
+                peer_id, n, "the session closed before the subscriber acknowledged them "
+                "(reliability.close_linger)"
+            )
 
     # ------------------------------------------------------------------ timers
 

@@ -276,6 +276,21 @@ class ReliableLinks:
         times += [t for r in self.rx.values() if (t := r.next_timer(now)) is not None]
         return min(times) if times else None
 
+    def unacked_peers(self) -> set[int]:
+        """The peers that have not acknowledged everything our streams sent them."""
+        return {peer_id for (peer_id, _kind), s in self.tx.items() if s.unacked}
+
+    def abandon_sent(self) -> dict[int, int]:
+        """Closing: per peer, the messages sent and never acknowledged (nor reported
+        before), which it may never get; the streams are dropped."""
+        out: dict[int, int] = {}
+        for (peer_id, _kind), s in self.tx.items():
+            n = s.take_discarded() + s.abandon()
+            if n:
+                out[peer_id] = out.get(peer_id, 0) + n
+        self.tx.clear()
+        return out
+
     def peer_gone(
         self, peer_id: int, now: float
     ) -> tuple[list[bytes], list[LostData], int]:

@@ -111,6 +111,9 @@ class Router:
     def has_suspects(self) -> bool:
         return bool(self._suspect)
 
+    def is_suspect(self, peer_id: int) -> bool:
+        return peer_id in self._suspect
+
     def set_suspect(self, peer_id: int, suspect: bool) -> None:
         if suspect != (peer_id in self._suspect):
             if suspect:

@@ -411,6 +411,7 @@ class ReliabilityConfig(Section):
     nack_delay: Seconds = 0.002
     nack_interval: Seconds = 0.02
     stall_timeout: Seconds = 0.5
+    close_linger: Annotated[float, BeforeValidator(_seconds_or_zero)] = 2.0
 
 
 class PermissionRules(Section):
