@@ -405,3 +405,15 @@ def test_native_nodes_open_has_the_references_effects(identities: Any) -> None:
     assert c_node.dropped == py_node.dropped
     assert c_node._sender_perms == py_node._sender_perms
     assert (c_node._sender_perms != {}) is (identities is not None)
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_a_spent_counter_is_refused_alike_and_never_reused(encrypt: bool) -> None:
+    """At the last 64-bit counter both seal once more, then refuse with the same
+    OverflowError, and the counter stays where it was (a nonce is never used twice)."""
+    ps, cs = pair_sealers(Keyring(KEYS[0]), encrypt)
+    ps._counter = cs._counter = U64 - 1
+    both_seal(ps, cs, header() + b"last")
+    for _ in range(2):
+        assert both_seal(ps, cs, header() + b"spent")[0] == "OverflowError"
+        assert ps._counter == cs._counter == U64

@@ -97,6 +97,8 @@ class Sealer:
 
     def seal(self, datagram: bytes | bytearray) -> bytes:
         key = self.keyring._sealing
+        if self._counter >= _LAST_COUNTER:  # (a nonce is never used twice: refuse, count none)
+            raise OverflowError("the sealer's 64-bit counter is spent")
         self._counter += 1
         flags = FLAG_AUTHENTICATED | (FLAG_ENCRYPTED if self.encrypt else 0)
         header = bytearray(datagram[:HEADER_SIZE])
@@ -107,6 +109,9 @@ class Sealer:
         if self.encrypt:
             return prefix + key.aead.encrypt(nonce, frames, prefix)
         return prefix + frames + key.aead.encrypt(nonce, b"", prefix + frames)
+
+
+_LAST_COUNTER = 2**64 - 1
 
 
 def _nonce(header: bytes, counter: int) -> bytes:
