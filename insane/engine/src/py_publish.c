@@ -320,6 +320,9 @@ static PyObject *reply_family(PyObject *subject)
         dot--;
     if (dot < plen || dot == n - 1) /* (no dot after the prefix, or nothing after it) */
         return NULL;
+    for (Py_ssize_t i = plen; i < dot; i++) /* (the requester's part holds no dot) */
+        if (PyUnicode_READ(kind, data, i) == '.')
+            return NULL;
     for (Py_ssize_t i = dot + 1; i < n; i++)
         if (!Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, i)))
             return NULL;
