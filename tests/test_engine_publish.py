@@ -224,4 +224,3 @@ def test_ready_is_a_finished_awaitable_that_asyncio_takes_everywhere() -> None:
     with pytest.raises(ValueError, match="boom"):
         ready.throw(ValueError("boom"))
     assert ready.close() is None
-
