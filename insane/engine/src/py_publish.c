@@ -210,7 +210,11 @@ typedef struct {
     PyObject *node;
     PyObject *node_dict; /* the node's instance dictionary */
     PyObject *fallback;
+    vectorcallfunc vectorcall;
 } publisher_object;
+
+static PyObject *publisher_call(PyObject *obj, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames);
 
 static int publisher_traverse(publisher_object *self, visitproc visit, void *arg)
 {
@@ -289,6 +293,7 @@ static PyObject *publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     self->node = Py_NewRef(node);
     self->node_dict = dict;
     self->fallback = Py_NewRef(fallback);
+    self->vectorcall = publisher_call;
     return (PyObject *)self;
 }
 
@@ -299,6 +304,21 @@ static PyObject *node_get(publisher_object *self, int name)
     if (v == NULL && !PyErr_Occurred())
         PyErr_Format(PyExc_AttributeError, "the node has no attribute '%U'", str[name]);
     return v;
+}
+
+/* `key` in the node's dictionary attribute `table`: 1 found (*out borrowed), 0 not there,
+ * -1 error. */
+static int table_get(publisher_object *self, int table, PyObject *key, PyObject **out)
+{
+    PyObject *t = node_get(self, table);
+    if (t == NULL)
+        return -1;
+    if (!PyDict_Check(t)) {
+        PyErr_Format(PyExc_TypeError, "the node's %U must be a dict", str[table]);
+        return -1;
+    }
+    *out = PyDict_GetItemWithError(t, key);
+    return *out != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
 }
 
 /* subjects.reply_family: "_INBOX.<requester>.0" for a request's reply subject
@@ -412,9 +432,10 @@ static int publish_fast(publisher_object *self, fastsend_object *fast, PyObject 
     return 1;
 }
 
-static PyObject *publisher_call(publisher_object *self, PyObject *const *args, size_t nargsf,
+static PyObject *publisher_call(PyObject *obj, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames)
 {
+    publisher_object *self = (publisher_object *)obj;
     static const char *const names[] = {"subject", "payload", "reply", "headers"};
     static const py_argspec spec = {"publish", names, 1, 4, PY_ARGS_METHOD};
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -441,28 +462,16 @@ static PyObject *publisher_call(publisher_object *self, PyObject *const *args, s
             return NULL;
         PyObject *fast = NULL;
         if (!on) {
-            PyObject *table = node_get(self, S_TX_FAST);
-            if (table == NULL)
+            int found = table_get(self, S_TX_FAST, subject, &fast);
+            if (found < 0)
                 return NULL;
-            if (!PyDict_Check(table)) {
-                PyErr_SetString(PyExc_TypeError, "the node's _tx_fast must be a dict");
-                return NULL;
-            }
-            fast = PyDict_GetItemWithError(table, subject);
-            if (fast == NULL && PyErr_Occurred())
-                return NULL;
-            PyObject *family = fast == NULL ? reply_family(subject) : NULL;
+            PyObject *family = found ? NULL : reply_family(subject);
             if (family == NULL && PyErr_Occurred())
                 return NULL;
             if (family != NULL) {
-                PyObject *replies = node_get(self, S_TX_REPLY);
-                if (replies != NULL && !PyDict_Check(replies)) {
-                    PyErr_SetString(PyExc_TypeError, "the node's _tx_reply must be a dict");
-                    replies = NULL;
-                }
-                fast = replies ? PyDict_GetItemWithError(replies, family) : NULL;
+                found = table_get(self, S_TX_REPLY, family, &fast);
                 Py_DECREF(family);
-                if (fast == NULL && PyErr_Occurred())
+                if (found < 0)
                     return NULL;
             }
         }
@@ -479,47 +488,26 @@ static PyObject *publisher_call(publisher_object *self, PyObject *const *args, s
     return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
 }
 
-static PyObject *publisher_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                      PyObject *kwnames)
-{
-    return publisher_call((publisher_object *)self, args, nargsf, kwnames);
-}
-
-static PyObject *publisher_new_vc(PyTypeObject *type, PyObject *args, PyObject *kwds);
-
 static PyMemberDef publisher_members[] = {
     {"fallback", T_OBJECT_EX, offsetof(publisher_object, fallback), READONLY,
      "What publishes off the native path (Session.publish's coroutine)."},
     {NULL, 0, 0, 0, NULL},
 };
 
-typedef struct {
-    publisher_object base;
-    vectorcallfunc vectorcall;
-} publisher_vc_object;
-
 static PyTypeObject publisher_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "insane.engine._engine.Publisher",
-    .tp_basicsize = sizeof(publisher_vc_object),
+    .tp_basicsize = sizeof(publisher_object),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "Publisher(node, fallback): Session.publish's common path in C (see py_publish.c).",
-    .tp_new = publisher_new_vc,
+    .tp_new = publisher_new,
     .tp_traverse = (traverseproc)publisher_traverse,
     .tp_clear = (inquiry)publisher_clear,
     .tp_dealloc = (destructor)publisher_dealloc,
     .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(publisher_vc_object, vectorcall),
+    .tp_vectorcall_offset = offsetof(publisher_object, vectorcall),
     .tp_members = publisher_members,
 };
-
-static PyObject *publisher_new_vc(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *self = publisher_new(type, args, kwds);
-    if (self != NULL)
-        ((publisher_vc_object *)self)->vectorcall = publisher_vectorcall;
-    return self;
-}
 
 int engine_add_publish(PyObject *module)
 {
