@@ -176,8 +176,6 @@ class NodeBase:
     _identities: Any
     _sender_perms: dict[int, Permissions]
     _out_bytes: int
-    #: The FastSend class (the native node has its own)
-    fast_send_class: Any
     _tx_fast: dict[str, FastSend]
     _tx_reply: dict[str, FastSend]
     _rx_fast: dict[bytes, FastReceive]

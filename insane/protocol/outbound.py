@@ -38,6 +38,7 @@ _CACHE_LIMIT = 8192
 class Outbound(NodeBase):
     """Publishing, the out-queues and flow control's sending side (mixed into PeerNode)."""
 
+    #: The FastSend class (the native node has its own, `_engine.FastSend`).
     fast_send_class: Any = FastSend
 
     stall_timeout: float

@@ -38,6 +38,7 @@ FLAG_ENCRYPTED = 0x02
 MIN_KEY_BYTES = 32
 TAG_SIZE = 16
 _SECURE = struct.Struct("!4sQ")  # key id, counter
+_LAST_COUNTER = 2**64 - 1  # (a sealer refuses to go past it: a nonce is never used twice)
 PREFIX_SIZE = _SECURE.size
 OVERHEAD = PREFIX_SIZE + TAG_SIZE
 #: How far behind the highest counter seen a datagram may still arrive (reordering).
@@ -109,9 +110,6 @@ class Sealer:
         if self.encrypt:
             return prefix + key.aead.encrypt(nonce, frames, prefix)
         return prefix + frames + key.aead.encrypt(nonce, b"", prefix + frames)
-
-
-_LAST_COUNTER = 2**64 - 1
 
 
 def _nonce(header: bytes, counter: int) -> bytes:

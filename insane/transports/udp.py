@@ -182,12 +182,6 @@ class UdpTransport(Transport):
             return False
         deliver = self._on_receive
         native = self.native_spin
-        if native is not None:
-            self._spinning = True
-            try:
-                return native(sock.fileno(), deliver, until, idle, limit)
-            finally:
-                self._spinning = False
         recv = sock.recvfrom
 
         def poll_once() -> bool | None:
@@ -202,6 +196,8 @@ class UdpTransport(Transport):
 
         self._spinning = True
         try:
+            if native is not None:
+                return native(sock.fileno(), deliver, until, idle, limit)
             return busy_poll(poll_once, until, idle, limit)
         finally:
             self._spinning = False
